@@ -1,0 +1,80 @@
+"""``simclr``: the one command-line program, with subcommands.
+
+Each subcommand lives in the package that owns it and is imported only when it runs, so
+``simclr serve`` never imports torch and ``simclr --help`` starts instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: ``module`` provides ``get_args_parser(add_help)`` and ``cli_main(args) -> int``."""
+
+    module: str
+    summary: str
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("training.train", "train a SimCLR encoder on a folder or archive of images"),
+    "knn": Command(
+        "training.knn_eval", "kNN top-1 of a checkpoint's representation on labelled images"
+    ),
+    "linear-probe": Command(
+        "training.linear_probe", "linear classifier on a checkpoint's frozen representation"
+    ),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simclr",
+        description="Self-supervised image embeddings: train, export, index, serve and search.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n"
+        + "\n".join(f"  {name:<14} {c.summary}" for name, c in COMMANDS.items())
+        + "\n\n'simclr COMMAND --help' shows a command's options.",
+    )
+    parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv or argv[0] in {"-h", "--help"}:
+        top.print_help()
+        return 0 if argv else 2
+    verbose = "-v" in argv or "--verbose" in argv
+    argv = [a for a in argv if a not in {"-v", "--verbose"}]
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        top.error(f"unknown command {name!r}; choose one of {', '.join(sorted(COMMANDS))}")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    module = importlib.import_module(COMMANDS[name].module)
+    parser = module.get_args_parser(add_help=True)
+    parser.prog = f"simclr {name}"
+    args = parser.parse_args(rest)
+    try:
+        return int(module.cli_main(args, rest) or 0)
+    except (ValueError, FileNotFoundError, FloatingPointError) as exc:
+        # Errors a user can act on: one clear line, no traceback.
+        print(f"simclr {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"simclr {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,633 @@
+"""SimCLR training: ``simclr train`` (or ``torchrun ... -m training.train``).
+
+Structure follows torchvision's classification reference: :func:`get_args_parser`, :func:`main`,
+:func:`train_one_epoch`, :func:`evaluate`. Each step draws two views of every image of the batch
+(``augment.py``), encodes both views in one forward pass, and minimises NT-Xent (``loss.py``)
+between their projections z. The kNN monitor evaluates h.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from training import distributed
+from training.augment import SimCLRAugment
+from training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from training.config import TrainConfig, load_config_file
+from training.data.batches import BatchReader, step_generator
+from training.data.library import ImageLibrary, build_library
+from training.evaluate import extract_features, knn_accuracy
+from training.loss import NTXentLoss
+from training.models.encoders import ENCODERS
+from training.models.simclr import SimCLRModel, build_model
+from training.optim import LR_SCALINGS, OPTIMIZERS, build_optimizer, scaled_lr, warmup_cosine
+from training.precision import PRECISIONS, autocast, grad_scaler, resolve_precision, select_device
+from training.run_log import RunLog, plot_curves
+
+log = logging.getLogger("simclr.train")
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if value.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        description="Train a SimCLR encoder on a folder of images", add_help=add_help
+    )
+    p.add_argument("--config", help="TOML or JSON file whose keys set this run's defaults")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="folder of images (recursive) or .tar/.tar.gz archive")
+    g.add_argument(
+        "--knn-train", help="labelled images for the kNN memory bank (default: --data, if labelled)"
+    )
+    g.add_argument("--knn-test", help="labelled images to evaluate (class sub-folders)")
+    g.add_argument("--out-dir", default=d.out_dir, help="run directory: checkpoints, logs, plots")
+    g.add_argument(
+        "--cache-dir",
+        default=d.cache_dir,
+        help="decoded-image cache (default ~/.cache/simclr-search)",
+    )
+    g.add_argument("--workers", type=int, default=d.workers, help="decode processes")
+    g = p.add_argument_group("model")
+    g.add_argument("--encoder", default=d.encoder, choices=ENCODERS)
+    g.add_argument("--width", type=int, default=d.width, help="compact encoder's stem width")
+    g.add_argument(
+        "--small-stem", type=_bool, default=d.small_stem, help="ResNets: 3x3/1 stem, no max-pool"
+    )
+    g.add_argument(
+        "--proj-hidden-dim", type=int, default=d.proj_hidden_dim, help="0: the encoder's width"
+    )
+    g.add_argument("--proj-out-dim", type=int, default=d.proj_out_dim)
+    g = p.add_argument_group("views")
+    g.add_argument("--input-size", type=int, default=d.input_size)
+    g.add_argument(
+        "--crop-min-scale", type=float, default=d.crop_min_scale, help="0.08 for large images"
+    )
+    g.add_argument(
+        "--jitter-strength", type=float, default=d.jitter_strength, help="colour jitter s"
+    )
+    g.add_argument(
+        "--blur-p", type=float, default=d.blur_p, help="0.5 for large images, 0 for 32 px"
+    )
+    g.add_argument("--rotation-degrees", type=float, default=d.rotation_degrees)
+    g.add_argument("--mean", type=float, nargs=3, default=d.mean)
+    g.add_argument("--std", type=float, nargs=3, default=d.std)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--temperature", type=float, default=d.temperature)
+    g.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
+    g.add_argument(
+        "--lr", type=float, default=d.lr, help="base learning rate, scaled by --lr-scaling"
+    )
+    g.add_argument("--lr-scaling", default=d.lr_scaling, choices=LR_SCALINGS)
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--momentum", type=float, default=d.momentum)
+    g.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help="images per process (2 views each)"
+    )
+    g.add_argument("--epochs", type=int, default=d.epochs)
+    g.add_argument(
+        "--time-budget-min",
+        type=float,
+        default=d.time_budget_min,
+        help="fit the whole run (training + evaluation) in this many minutes; overrides --epochs",
+    )
+    g.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    g = p.add_argument_group("execution")
+    g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
+    g.add_argument("--precision", default=d.precision, choices=PRECISIONS)
+    g.add_argument("--channels-last", type=_bool, default=d.channels_last)
+    g.add_argument(
+        "--compile", type=_bool, default=d.compile, help="torch.compile the training step's model"
+    )
+    g.add_argument("--sync-bn", type=_bool, default=d.sync_bn, help="SyncBatchNorm under torchrun")
+    g.add_argument(
+        "--threads", type=int, default=d.threads, help="torch intra-op threads (0: all cores)"
+    )
+    g.add_argument("--seed", type=int, default=d.seed)
+    g = p.add_argument_group("checkpoints and evaluation")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps")
+    g.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=d.keep_checkpoints,
+        help="step-numbered checkpoints kept beside checkpoint.pt (the latest)",
+    )
+    g.add_argument("--resume", default=d.resume, help="checkpoint to continue exactly from")
+    g.add_argument("--log-every", type=int, default=d.log_every, help="steps")
+    g.add_argument(
+        "--eval-every", type=int, default=d.eval_every, help="epochs (0: only at the end)"
+    )
+    g.add_argument("--knn-k", type=int, default=d.knn_k)
+    g.add_argument("--knn-temperature", type=float, default=d.knn_temperature)
+    g.add_argument(
+        "--max-steps",
+        type=int,
+        default=d.max_steps,
+        help="stop after this many steps (0: no limit)",
+    )
+    g.add_argument("--progress", type=_bool, default=d.progress)
+    g.add_argument("--tensorboard", type=_bool, default=d.tensorboard)
+    return p
+
+
+def config_from_args(args: argparse.Namespace, argv: list[str] | None = None) -> TrainConfig:
+    """Defaults < config file < flags given explicitly on the command line."""
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(load_config_file(args.config))
+    explicit = _explicit_flags(argv if argv is not None else sys.argv[1:])
+    for key, value in vars(args).items():
+        if key == "config" or value is None:
+            continue
+        if key not in values or key in explicit:
+            values[key] = value
+    for key in ("mean", "std"):
+        values[key] = tuple(values.get(key, getattr(TrainConfig(), key)))
+    return TrainConfig(**values)
+
+
+def _explicit_flags(argv: list[str]) -> set[str]:
+    return {a[2:].split("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    total_steps: int = 0
+    history: list | None = None
+
+
+def preprocessing_facts(cfg: TrainConfig, embedding_dim: int) -> dict[str, Any]:
+    """What a consumer of the weights needs to feed them: travels with every checkpoint."""
+    return {
+        "input_size": cfg.input_size,
+        "mean": list(cfg.mean),
+        "std": list(cfg.std),
+        "color_order": "RGB",
+        "resize": "shorter side to input_size (bicubic), centre crop",
+        "embedding_dim": embedding_dim,
+        "embedding": "h (encoder output before the projection head)",
+    }
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: NTXentLoss,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    reader: BatchReader,
+    augment: SimCLRAugment,
+    device: torch.device,
+    precision: str,
+    cfg: TrainConfig,
+    state: TrainState,
+    run_log: RunLog,
+    on_step=None,
+) -> float:
+    """Run the steps of the current epoch (from ``state.step``); returns the epoch's mean loss."""
+    model.train()
+    epoch = state.step // reader.steps_per_epoch
+    end = min((epoch + 1) * reader.steps_per_epoch, state.total_steps)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    global_batch = cfg.batch_size * distributed.world_size()
+    losses: list[float] = []
+    bar = tqdm(
+        total=end - state.step,
+        desc=f"epoch {epoch}",
+        unit="step",
+        leave=False,
+        disable=not (cfg.progress and distributed.is_main()),
+        mininterval=1.0,
+    )
+    tick = time.perf_counter()
+    while state.step < end:
+        images = reader.read(state.step).to(device, non_blocking=True)
+        generator = step_generator(cfg.seed, state.step, distributed.rank())
+        views = torch.cat([augment(images, generator), augment(images, generator)])
+        views = views.contiguous(memory_format=memory_format)
+        with autocast(device, precision):
+            _, z = model(views)
+        z1, z2 = z.float().chunk(2)
+        loss = criterion(z1, z2)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss is {loss.item()} at step {state.step}; lower --lr or use fp32"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+        scheduler.step()
+        state.step += 1
+        losses.append(loss.item())
+        bar.update(1)
+        if state.step % cfg.log_every == 0 or state.step == end:
+            now = time.perf_counter()
+            steps = (
+                cfg.log_every
+                if state.step % cfg.log_every == 0
+                else len(losses) % cfg.log_every or 1
+            )
+            images_per_s = steps * global_batch / max(now - tick, 1e-9)
+            tick = now
+            run_log.write(
+                "step", state.step, loss=losses[-1], lr=lr, images_per_s=images_per_s, epoch=epoch
+            )
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", img_s=f"{images_per_s:.0f}")
+        if on_step is not None:
+            on_step()
+    bar.close()
+    return float(sum(losses) / max(1, len(losses)))
+
+
+def evaluate(
+    model: SimCLRModel,
+    bank: ImageLibrary,
+    test: ImageLibrary,
+    cfg: TrainConfig,
+    device: torch.device,
+    precision: str,
+) -> float:
+    """kNN top-1 accuracy of h (k, temperature from ``cfg``) in [0, 1]."""
+    feats = [
+        extract_features(
+            model, lib.images, cfg.input_size, cfg.mean, cfg.std, device, precision=precision
+        )
+        for lib in (bank, test)
+    ]
+    return knn_accuracy(
+        feats[0], bank.labels, feats[1], test.labels, cfg.knn_k, cfg.knn_temperature
+    )
+
+
+def _load_eval_libraries(
+    cfg: TrainConfig, train_lib: ImageLibrary
+) -> tuple[ImageLibrary, ImageLibrary] | None:
+    if not cfg.knn_test:
+        return None
+    cache = cfg.cache_dir or None
+    bank = (
+        train_lib
+        if not cfg.knn_train or cfg.knn_train == cfg.data
+        else build_library(
+            cfg.knn_train,
+            cfg.cache_size,
+            cache,
+            cfg.workers,
+            cfg.progress and distributed.is_main(),
+        )
+    )
+    test = build_library(
+        cfg.knn_test, cfg.cache_size, cache, cfg.workers, cfg.progress and distributed.is_main()
+    )
+    for name, lib in (("kNN bank", bank), ("kNN test set", test)):
+        if not lib.has_labels:
+            raise ValueError(f"the {name} needs class sub-folders (labels) for kNN evaluation")
+    if bank.classes != test.classes:
+        raise ValueError(f"kNN bank classes {bank.classes} differ from test classes {test.classes}")
+    return bank, test
+
+
+def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
+    """Train, checkpoint and evaluate; returns the final metrics (also written to ``summary.json``)."""
+    cfg = config_from_args(args, argv)
+    return run(cfg)
+
+
+def run(cfg: TrainConfig) -> dict[str, Any]:
+    """The training run behind ``main``, for callers that hold a :class:`TrainConfig`."""
+    started = time.perf_counter()
+    if not cfg.data:
+        raise ValueError("--data is required: a folder of images or a .tar/.tar.gz archive")
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = select_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(
+            device.index if device.index is not None else distributed.local_rank()
+        )
+    distributed.init_from_env(device)
+    rank, world = distributed.rank(), distributed.world_size()
+    precision = resolve_precision(device, cfg.precision)
+    torch.manual_seed(cfg.seed)
+    out_dir = Path(cfg.out_dir)
+    is_main = distributed.is_main()
+
+    train_lib = build_library(
+        cfg.data, cfg.cache_size, cfg.cache_dir or None, cfg.workers, cfg.progress and is_main
+    )
+    if is_main:
+        log.info("library %s: %d images; %s", cfg.data, len(train_lib), train_lib.skipped_summary())
+    eval_libs = _load_eval_libraries(cfg, train_lib)
+
+    model = build_model(
+        cfg.encoder, cfg.small_stem, cfg.width, cfg.proj_hidden_dim, cfg.proj_out_dim
+    ).to(device)
+    if cfg.sync_bn and world > 1:
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif is_main:
+            log.warning(
+                "--sync-bn needs CUDA (PyTorch's SyncBatchNorm is GPU-only); using per-process BatchNorm"
+            )
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    reader = BatchReader(train_lib, cfg.batch_size, cfg.seed, rank, world)
+    lr = scaled_lr(cfg.lr, cfg.batch_size * world, cfg.lr_scaling)
+    optimizer = build_optimizer(model, cfg.optimizer, lr, cfg.weight_decay, cfg.momentum)
+    scaler = grad_scaler(device, precision)
+    criterion = NTXentLoss(cfg.temperature)
+    augment = SimCLRAugment(cfg.augment_config()).to(device)
+    train_model: nn.Module = model
+    if world > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+
+    state = TrainState(history=[])
+    resume_state = load_checkpoint(cfg.resume) if cfg.resume else None
+    eval_seconds = 0.0
+    if resume_state is not None:
+        state.total_steps = resume_state["total_steps"]
+    elif cfg.time_budget_min > 0:
+        state.total_steps, eval_seconds = _steps_for_budget(
+            train_model,
+            criterion,
+            optimizer,
+            reader,
+            augment,
+            device,
+            precision,
+            cfg,
+            eval_libs,
+            started,
+        )
+    else:
+        state.total_steps = cfg.epochs * reader.steps_per_epoch
+    if cfg.max_steps > 0 and resume_state is None:
+        state.total_steps = min(state.total_steps, cfg.max_steps)
+    warmup = round(cfg.warmup_epochs * reader.steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(state.total_steps, warmup)
+    )
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        scaler.load_state_dict(resume_state["scaler"])
+        set_rng_state(resume_state["rng"])
+        state.step = resume_state["step"]
+        state.history = resume_state.get("history", [])
+        if is_main:
+            log.info("resumed from %s at step %d of %d", cfg.resume, state.step, state.total_steps)
+
+    run_log = RunLog(out_dir, enabled=is_main, tensorboard=cfg.tensorboard)
+    if is_main:
+        (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    facts = preprocessing_facts(cfg, model.num_features)
+
+    def checkpoint(path: Path) -> None:
+        if is_main:
+            save_checkpoint(
+                path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "step": state.step,
+                    "total_steps": state.total_steps,
+                    "config": cfg.to_dict(),
+                    "preprocessing": facts,
+                    "rng": rng_state(),
+                    "history": state.history,
+                    "encoder": {
+                        "name": cfg.encoder,
+                        "width": cfg.width,
+                        "small_stem": cfg.small_stem,
+                    },
+                },
+            )
+
+    calibrate_at = max(warmup, 50) if cfg.time_budget_min > 0 and resume_state is None else -1
+    calibration_tick = [time.perf_counter(), state.step]
+
+    def recalibrate() -> None:
+        """At the end of warm-up (before the cosine phase), resize the run from measured speed."""
+        if state.step == min(10, calibrate_at):
+            calibration_tick[:] = [time.perf_counter(), state.step]
+            return
+        if state.step != calibrate_at:
+            return
+        per_step = (time.perf_counter() - calibration_tick[0]) / (state.step - calibration_tick[1])
+        per_step = float(distributed.all_reduce_mean(torch.tensor(per_step)))
+        elapsed = time.perf_counter() - started
+        remaining = cfg.time_budget_min * 60 - elapsed - eval_reserve_s(state.total_steps)
+        state.total_steps = max(state.step + 1, state.step + int(0.98 * remaining / per_step))
+        scheduler.lr_lambdas = [warmup_cosine(state.total_steps, warmup)]
+        if is_main:
+            log.info(
+                "time budget: measured %.3f s/step -> %d steps (%.1f epochs) in all",
+                per_step,
+                state.total_steps,
+                state.total_steps / reader.steps_per_epoch,
+            )
+
+    def eval_reserve_s(total_steps: int) -> float:
+        epochs = total_steps / reader.steps_per_epoch
+        n_evals = 1 + (int(epochs) // cfg.eval_every if cfg.eval_every else 0)
+        return n_evals * eval_seconds
+
+    def on_step() -> None:
+        if calibrate_at > 0:
+            recalibrate()
+        if cfg.checkpoint_every > 0 and state.step % cfg.checkpoint_every == 0 and is_main:
+            checkpoint(out_dir / "checkpoint.pt")
+            if cfg.keep_checkpoints > 0:
+                shutil.copyfile(
+                    out_dir / "checkpoint.pt", out_dir / f"checkpoint-{state.step:07d}.pt"
+                )
+                for old in sorted(out_dir.glob("checkpoint-*.pt"))[: -cfg.keep_checkpoints]:
+                    old.unlink()
+
+    knn = None
+    epochs_total = math.ceil(state.total_steps / reader.steps_per_epoch)
+    try:
+        while state.step < state.total_steps:
+            epoch = state.step // reader.steps_per_epoch
+            epoch_start = time.perf_counter()
+            loss = train_one_epoch(
+                train_model,
+                criterion,
+                optimizer,
+                scheduler,
+                scaler,
+                reader,
+                augment,
+                device,
+                precision,
+                cfg,
+                state,
+                run_log,
+                on_step,
+            )
+            loss = float(distributed.all_reduce_mean(torch.tensor(loss)))
+            seconds = time.perf_counter() - epoch_start
+            fraction = (state.step - epoch * reader.steps_per_epoch) / reader.steps_per_epoch
+            record: dict[str, Any] = {"epoch": epoch + fraction, "loss": loss, "seconds": seconds}
+            run_log.write("epoch", state.step, **record)
+            last = state.step >= state.total_steps
+            if (
+                eval_libs is not None
+                and is_main
+                and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0))
+            ):
+                knn = evaluate(model, *eval_libs, cfg, device, precision)
+                run_log.write("eval", state.step, epoch=epoch + fraction, knn_top1=knn)
+                record["knn_top1"] = knn
+            state.history.append(record)
+            if is_main:
+                shown = f", kNN top-1 {100 * knn:.2f}%" if "knn_top1" in record else ""
+                log.info(
+                    "epoch %d/%d: loss %.4f (%.0f s)%s",
+                    epoch + 1,
+                    epochs_total,
+                    loss,
+                    seconds,
+                    shown,
+                )
+        checkpoint(out_dir / "checkpoint.pt")
+    finally:
+        run_log.close()
+    elapsed = time.perf_counter() - started
+    summary = {
+        "steps": state.step,
+        "epochs": state.step / reader.steps_per_epoch,
+        "images": len(train_lib),
+        "skipped": len(train_lib.skipped),
+        "final_loss": state.history[-1]["loss"] if state.history else None,
+        "knn_top1": knn,
+        "seconds": elapsed,
+        "device": str(device),
+        "precision": precision,
+        "encoder": cfg.encoder,
+        "world_size": world,
+    }
+    if is_main:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot_curves(out_dir / "metrics.jsonl", out_dir / "curves.png")
+    return summary
+
+
+def _steps_for_budget(
+    model, criterion, optimizer, reader, augment, device, precision, cfg, eval_libs, started
+) -> tuple[int, float]:
+    """Time a few real steps (then undo them) and size the run so training + evaluation fit the budget."""
+    snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    probe = TrainState(step=0, total_steps=8)
+    probe_cfg = TrainConfig(**{**cfg.to_dict(), "progress": False, "log_every": 10**9})
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1e-3)
+    null_log = RunLog(cfg.out_dir, enabled=False)
+    train_one_epoch(
+        model,
+        criterion,
+        optimizer,
+        sched,
+        grad_scaler(device, precision),
+        reader,
+        augment,
+        device,
+        precision,
+        probe_cfg,
+        TrainState(step=0, total_steps=2),
+        null_log,
+    )
+    tick = time.perf_counter()
+    train_one_epoch(
+        model,
+        criterion,
+        optimizer,
+        sched,
+        grad_scaler(device, precision),
+        reader,
+        augment,
+        device,
+        precision,
+        probe_cfg,
+        probe,
+        null_log,
+    )
+    per_step = (time.perf_counter() - tick) / 6
+    model.load_state_dict(snapshot)
+    optimizer.state.clear()
+    eval_seconds = 0.0
+    if eval_libs is not None:
+        n_eval = len(eval_libs[0]) + len(eval_libs[1])
+        sample = eval_libs[1].images[: min(512, len(eval_libs[1]))]
+        tick = time.perf_counter()
+        extract_features(
+            model.module if hasattr(model, "module") else model,
+            sample,
+            cfg.input_size,
+            cfg.mean,
+            cfg.std,
+            device,
+            precision=precision,
+        )
+        eval_seconds = (time.perf_counter() - tick) * n_eval / len(sample) * 1.2 + 5
+    remaining = cfg.time_budget_min * 60 - (time.perf_counter() - started)
+    epochs_guess = max(1.0, remaining / (per_step * reader.steps_per_epoch))
+    n_evals = 1 + (int(epochs_guess) // cfg.eval_every if cfg.eval_every else 0)
+    steps = int((remaining - n_evals * eval_seconds) * 0.97 / per_step)
+    log.info(
+        "time budget: about %.2f s/step, %.0f s per evaluation -> %d steps (%.1f epochs)",
+        per_step,
+        eval_seconds,
+        steps,
+        steps / reader.steps_per_epoch,
+    )
+    return max(1, steps), eval_seconds
+
+
+def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """Entry point of ``simclr train``: prints the summary as one JSON line."""
+    try:
+        summary = main(args, argv)
+        if distributed.is_main():
+            print(json.dumps(summary))
+    finally:
+        if distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node=K -m training.train ...
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(cli_main(get_args_parser().parse_args(), sys.argv[1:]))
