@@ -1,0 +1,97 @@
+"""Representation quality for a fixed time budget: kNN top-1 on CIFAR-10 test after training on CIFAR-10 train.
+
+Trains the compact encoder with ``simclr train``'s code path under a wall-clock budget (training and
+the kNN evaluations together), then reports kNN top-1 (k=200, T=0.1, cosine) of h, the epochs
+reached, and the random-initialisation floor (the same encoder untrained, same protocol).
+
+    python benchmarks/bench_quality.py                 # the 30-minute budget of the issue
+    python benchmarks/bench_quality.py --quick         # 0.5-minute budget: a smoke run
+The equivalent CLI command is printed, so a run can be reproduced without this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import cifar, emit, machine
+from training.config import TrainConfig
+from training.data.library import build_library
+from training.models.simclr import build_model
+from training.precision import resolve_precision
+from training.train import evaluate, run
+
+
+def random_floor(cfg: TrainConfig, cache: str) -> float:
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.encoder, cfg.small_stem, cfg.width).to(
+        memory_format=torch.channels_last
+    )
+    bank = build_library(cfg.data, cfg.cache_size, cache, progress=False)
+    test = build_library(cfg.knn_test, cfg.cache_size, cache, progress=False)
+    device = torch.device("cpu")
+    return evaluate(model, bank, test, cfg, device, resolve_precision(device, cfg.precision))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--encoder", default="compact")
+    parser.add_argument("--out-dir", default="")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training model")
+    args = parser.parse_args()
+    minutes = 0.5 if args.quick else args.minutes
+    out_dir = args.out_dir or tempfile.mkdtemp(prefix="simclr-quality-")
+    cache = str(Path(tempfile.gettempdir()) / "simclr-bench-cache")
+    cfg = TrainConfig(
+        data=str(cifar("train")),
+        knn_test=str(cifar("test")),
+        out_dir=out_dir,
+        cache_dir=cache,
+        encoder=args.encoder,
+        time_budget_min=minutes,
+        eval_every=5,
+        compile=args.compile,
+        progress=False,
+    )
+    command = (
+        f"simclr train --data {shlex.quote(cfg.data)} --knn-test {shlex.quote(cfg.knn_test)} "
+        f"--encoder {cfg.encoder} --time-budget-min {minutes:g} --eval-every {cfg.eval_every}"
+        + (" --compile true" if args.compile else "")
+    )
+    print(f"machine: {machine()}")
+    print(f"command: {command}")
+    floor = random_floor(cfg, cache)
+    print(f"random-initialisation floor: kNN top-1 {100 * floor:.2f}%")
+    summary = run(cfg)
+    print(
+        f"after {summary['seconds'] / 60:.1f} min ({summary['epochs']:.1f} epochs, {summary['precision']}): "
+        f"kNN top-1 {100 * summary['knn_top1']:.2f}% (floor {100 * floor:.2f}%); curves: {out_dir}/curves.png"
+    )
+    emit(
+        {
+            "knn_top1": summary["knn_top1"],
+            "random_init_knn_top1": floor,
+            "epochs": summary["epochs"],
+            "minutes": summary["seconds"] / 60,
+            "budget_minutes": minutes,
+            "encoder": cfg.encoder,
+            "command": command,
+            "quick": args.quick,
+            "out_dir": out_dir,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

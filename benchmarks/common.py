@@ -1,0 +1,52 @@
+"""Helpers shared by the benchmark scripts: machine facts, peak FLOP/s, data location, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def cifar(split: str) -> Path:
+    path = SHARED / "cifar10-jpg" / f"{split}.tar.gz"
+    if not path.exists():
+        raise SystemExit(f"benchmark needs {path} (../shared/datasets); it is not present")
+    return path
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def peak_gflops(dtype_name: str, n: int = 2048, repeats: int = 5) -> float:
+    """Best-of-``repeats`` GFLOP/s of an ``n x n`` matrix product: the practical ceiling of this CPU."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
+        tick = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - tick) / 1e9)
+    return best
+
+
+def emit(result: dict[str, Any]) -> None:
+    """The last line of every benchmark: one JSON object."""
+    print(json.dumps(result, sort_keys=True))

@@ -1,0 +1,500 @@
+"""A collection: named vectors with metadata, durable in SQLite, searchable through FAISS.
+
+Write path (one writer at a time): validate -> one SQLite transaction (items + change log) -> commit
+(the acknowledgement point) -> apply to the in-memory FAISS index under a brief exclusive lock.
+Read path (many at once): FAISS search under the shared lock -> look up ids in SQLite.
+Open path: load the snapshot (or rebuild from SQLite if it is missing or corrupt) -> replay the
+changes after its ``seq`` -> if FAISS and SQLite still disagree on the count, rebuild from SQLite.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from index import planner
+from index.errors import InvalidArgument, NotFound, StorageFailure
+from index.metadata import Item, MetadataStore, NewItem, check_filter
+from index.rwlock import RWLock
+from index.snapshot import CorruptSnapshot, read_snapshot, write_snapshot
+from index.vector_index import KINDS, METRICS, IndexSpec, VectorIndex
+
+log = logging.getLogger(__name__)
+
+MAX_K = 10_000
+MAX_ID_LENGTH = 512
+#: Filters matching at most this many items are answered exactly from SQLite's vectors.
+EXACT_FILTER_MAX = 50_000
+#: HNSW is rebuilt when tombstones exceed this fraction of its vectors.
+TOMBSTONE_REBUILD_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class Hit:
+    external_id: str
+    score: float
+    uri: str
+    content_hash: str
+    metadata: dict[str, Any]
+
+
+@dataclass
+class CollectionConfig:
+    """Settings fixed at creation (``dim``, ``metric``) and chosen then (``index``)."""
+
+    dim: int
+    metric: str = "cosine"
+    index: str = "auto"
+    memory_budget_bytes: int = 8 << 30
+    snapshot_every: int = 100_000
+    target_recall: float = 0.95
+    exact_below: int = planner.EXACT_BELOW
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Collection:
+    """Open with :meth:`create` or :meth:`open`; close (or use as a context manager) to snapshot."""
+
+    def __init__(
+        self, folder: Path, config: CollectionConfig, meta: MetadataStore, vectors: VectorIndex
+    ) -> None:
+        self.folder = folder
+        self.name = folder.name
+        self.config = config
+        self.meta = meta
+        self._vi = vectors
+        self._lock = RWLock()
+        self._writer = threading.Lock()
+        self._applied_seq = meta.last_seq()
+        self._snapshot_seq = 0
+        self._closed = False
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, folder: Path, config: CollectionConfig) -> Collection:
+        if config.dim <= 0 or config.dim > 65_536:
+            raise InvalidArgument(f"dimension must be in 1..65536, got {config.dim}")
+        if config.metric not in METRICS:
+            raise InvalidArgument(f"metric must be one of {METRICS}, got {config.metric!r}")
+        if config.index != "auto" and config.index not in KINDS:
+            raise InvalidArgument(f"index must be 'auto' or one of {KINDS}, got {config.index!r}")
+        folder.mkdir(parents=True, exist_ok=False)
+        meta = MetadataStore(folder / "meta.sqlite")
+        meta.set_setting("config", {**config.__dict__})
+        spec = (
+            IndexSpec(kind="flat")
+            if config.index in ("auto", "flat")
+            else _empty_spec(config.index)
+        )
+        meta.set_setting("spec", spec.to_dict())
+        return cls(folder, config, meta, VectorIndex(spec, config.dim, config.metric))
+
+    @classmethod
+    def open(cls, folder: Path) -> Collection:
+        if not (folder / "meta.sqlite").exists():
+            raise NotFound(f"no collection at {folder}")
+        meta = MetadataStore(folder / "meta.sqlite")
+        config = CollectionConfig(**meta.get_setting("config"))
+        spec = IndexSpec.from_dict(meta.get_setting("spec"))
+        vectors, seq = cls._load_vectors(folder, meta, config, spec)
+        collection = cls(folder, config, meta, vectors)
+        collection._snapshot_seq = seq
+        collection._applied_seq = seq
+        collection._replay()
+        return collection
+
+    @staticmethod
+    def _load_vectors(folder: Path, meta: MetadataStore, config: CollectionConfig, spec: IndexSpec):
+        try:
+            snap = read_snapshot(folder / "index.faiss")
+            vectors = VectorIndex.deserialize(
+                snap.index_bytes, spec, config.dim, config.metric, snap.header.get("tombstones", ())
+            )
+            return vectors, snap.seq
+        except (CorruptSnapshot, ValueError, RuntimeError) as exc:
+            if (folder / "index.faiss").exists() or meta.count():
+                log.warning("collection %s: %s; rebuilding the index from SQLite", folder.name, exc)
+            return _build_from_sqlite(meta, config, spec), meta.last_seq()
+
+    def _replay(self) -> None:
+        changes = self.meta.changes_after(self._applied_seq)
+        pending_adds: list[int] = []
+
+        def flush_adds() -> None:
+            ids, vectors = self.meta.vectors_for(pending_adds, self.config.dim)
+            self._vi.add(ids, vectors)
+            pending_adds.clear()
+
+        for _seq, op, item_id in changes:
+            if op == "add":
+                pending_adds.append(item_id)
+            else:
+                if item_id in pending_adds:
+                    pending_adds.remove(item_id)
+                else:
+                    flush_adds()
+                    self._vi.remove(np.array([item_id]))
+        flush_adds()
+        if changes:
+            self._applied_seq = changes[-1][0]
+            log.info(
+                "collection %s: replayed %d changes after the snapshot", self.name, len(changes)
+            )
+        if self._vi.live != self.meta.count():
+            log.warning(
+                "collection %s: index has %d vectors, SQLite %d; rebuilding from SQLite",
+                self.name,
+                self._vi.live,
+                self.meta.count(),
+            )
+            self._vi = _build_from_sqlite(self.meta, self.config, self._vi.spec)
+            self._applied_seq = self.meta.last_seq()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.snapshot()
+        finally:
+            self.meta.close()
+            self._closed = True
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- validation -------------------------------------------------------------------------------
+    def _vectors(self, vectors: Any, what: str = "vectors") -> np.ndarray:
+        try:
+            array = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"{what} must be numbers: {exc}") from exc
+        if array.ndim == 1:
+            array = array[None, :]
+        if array.ndim != 2 or array.shape[1] != self.config.dim:
+            raise InvalidArgument(
+                f"{what} must have dimension {self.config.dim} (collection {self.name!r}), got shape {array.shape}"
+            )
+        if not np.isfinite(array).all():
+            raise InvalidArgument(f"{what} contain NaN or infinite values")
+        if self.config.metric == "cosine":
+            norms = np.linalg.norm(array, axis=1, keepdims=True)
+            if (norms == 0).any():
+                raise InvalidArgument(
+                    f"{what} contain an all-zero vector, which has no cosine similarity"
+                )
+            array = array / norms
+        return np.ascontiguousarray(array, dtype=np.float32)
+
+    @staticmethod
+    def _check_k(k: int) -> None:
+        if not isinstance(k, int) or isinstance(k, bool) or k <= 0 or k > MAX_K:
+            raise InvalidArgument(f"k must be an integer in 1..{MAX_K}, got {k!r}")
+
+    @staticmethod
+    def _check_ids(ids: Sequence[str]) -> None:
+        seen: set[str] = set()
+        for external_id in ids:
+            if (
+                not isinstance(external_id, str)
+                or not external_id
+                or len(external_id) > MAX_ID_LENGTH
+            ):
+                raise InvalidArgument(
+                    f"ids must be non-empty strings of at most {MAX_ID_LENGTH} characters"
+                )
+            if external_id in seen:
+                raise InvalidArgument(f"id {external_id!r} appears twice in one request")
+            seen.add(external_id)
+
+    # -- writes -----------------------------------------------------------------------------------
+    def add(self, items: Sequence[NewItem]) -> list[str]:
+        """Insert new items; an id that already exists is an error. Durable when this returns."""
+        return self._write(items, replace=False)
+
+    def upsert(self, items: Sequence[NewItem]) -> list[str]:
+        """Insert or replace items by id. Durable when this returns."""
+        return self._write(items, replace=True)
+
+    def _write(self, items: Sequence[NewItem], replace: bool) -> list[str]:
+        if not items:
+            return []
+        self._check_ids([item.external_id for item in items])
+        try:
+            rows = [np.asarray(item.vector, dtype=np.float32).ravel() for item in items]
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"vectors must be numbers: {exc}") from exc
+        for item, row in zip(items, rows, strict=True):
+            if row.shape[0] != self.config.dim:
+                raise InvalidArgument(
+                    f"vector of id {item.external_id!r} has dimension {row.shape[0]}; "
+                    f"collection {self.name!r} has dimension {self.config.dim}"
+                )
+        vectors = self._vectors(np.stack(rows))
+        clean = [
+            NewItem(i.external_id, v, i.uri, i.content_hash, i.metadata)
+            for i, v in zip(items, vectors, strict=True)
+        ]
+        with self._writer:
+            added, removed = self.meta.upsert(clean, replace=replace)
+            ids = np.array([internal for _, internal in added], dtype=np.int64)
+            with self._lock.write():
+                self._vi.remove(np.asarray(removed, dtype=np.int64))
+                self._vi.add(ids, vectors)
+                self._applied_seq = self.meta.last_seq()
+            self._after_write()
+        return [external for external, _ in added]
+
+    def delete(self, external_ids: Sequence[str], missing_ok: bool = False) -> int:
+        """Delete by id; unknown ids raise :class:`NotFound` (nothing deleted) unless ``missing_ok``."""
+        self._check_ids(external_ids)
+        with self._writer:
+            if not missing_ok:
+                known = self.meta.items_by_external(external_ids, self.config.dim)
+                missing = [i for i in external_ids if i not in known]
+                if missing:
+                    raise NotFound(f"unknown ids in collection {self.name!r}: {missing[:10]}")
+            removed = self.meta.delete(external_ids)
+            with self._lock.write():
+                self._vi.remove(np.asarray(removed, dtype=np.int64))
+                self._applied_seq = self.meta.last_seq()
+            self._after_write()
+        return len(removed)
+
+    def _after_write(self) -> None:
+        """Snapshot every ``snapshot_every`` changes; rebuild HNSW with many tombstones; re-plan auto."""
+        vi = self._vi
+        if vi.spec.kind == "hnsw" and len(vi.tombstones) > TOMBSTONE_REBUILD_FRACTION * max(
+            1, vi.ntotal
+        ):
+            self._rebuild_locked(vi.spec)
+        elif self.config.index == "auto":
+            count = self.meta.count()
+            built_for = int(self.meta.get_setting("built_for") or 0)
+            if count >= self.config.exact_below and count >= 2 * max(built_for, 1):
+                self._rebuild_locked(None)
+        if self._applied_seq - self._snapshot_seq >= self.config.snapshot_every:
+            self._snapshot_locked()
+
+    # -- reads ------------------------------------------------------------------------------------
+    def count(self) -> int:
+        return self.meta.count()
+
+    def get(self, external_ids: Sequence[str]) -> list[Item]:
+        self._check_ids(external_ids)
+        found = self.meta.items_by_external(external_ids, self.config.dim)
+        missing = [i for i in external_ids if i not in found]
+        if missing:
+            raise NotFound(f"unknown ids in collection {self.name!r}: {missing[:10]}")
+        return [found[i] for i in external_ids]
+
+    def known_hashes(self, hashes: Sequence[str]) -> set[str]:
+        return self.meta.has_content_hashes(hashes)
+
+    def search(
+        self,
+        queries: Any,
+        k: int = 10,
+        filter: tuple[str, Any] | None = None,
+        params: dict[str, int] | None = None,
+    ) -> list[list[Hit]]:
+        """Top-``k`` hits for each query vector; ``filter=(field, value)`` keeps metadata equality matches."""
+        self._check_k(k)
+        q = self._vectors(queries, "query vectors")
+        allowed = None
+        if filter is not None:
+            check_filter(*filter)
+            allowed = self.meta.ids_matching(*filter)
+            if len(allowed) == 0:
+                return [[] for _ in range(len(q))]
+            if len(allowed) <= EXACT_FILTER_MAX:
+                return self._exact_search(q, k, allowed)
+        with self._lock.read():
+            scores, ids = self._vi.search(q, k, allowed=allowed, params=params)
+        return self._hits(scores, ids)
+
+    def search_by_id(
+        self, external_id: str, k: int = 10, filter: tuple[str, Any] | None = None
+    ) -> list[Hit]:
+        """ "More like this": neighbours of a stored item, itself excluded."""
+        self._check_k(k)
+        item = self.get([external_id])[0]
+        hits = self.search(item.vector, min(k + 1, MAX_K), filter)[0]
+        return [h for h in hits if h.external_id != external_id][:k]
+
+    def _exact_search(self, q: np.ndarray, k: int, allowed: np.ndarray) -> list[list[Hit]]:
+        ids, vectors = self.meta.vectors_for(allowed.tolist(), self.config.dim)
+        if self.config.metric == "l2":
+            score = (q**2).sum(1, keepdims=True) - 2 * q @ vectors.T + (vectors**2).sum(1)
+            order = np.argsort(score, axis=1)[:, :k]
+        else:
+            score = q @ vectors.T
+            order = np.argsort(-score, axis=1)[:, :k]
+        return self._hits(np.take_along_axis(score, order, 1), ids[order])
+
+    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[list[Hit]]:
+        items = self.meta.items_by_internal(np.unique(ids[ids >= 0]).tolist())
+        out = []
+        for row_scores, row_ids in zip(scores, ids, strict=True):
+            hits = []
+            for score, internal in zip(row_scores, row_ids, strict=True):
+                item = items.get(int(internal))
+                if internal < 0 or item is None or math.isnan(score):
+                    continue  # padding, or deleted between the FAISS search and this lookup
+                hits.append(
+                    Hit(item.external_id, float(score), item.uri, item.content_hash, item.metadata)
+                )
+            out.append(hits)
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        vi = self._vi
+        return {
+            "name": self.name,
+            "dim": self.config.dim,
+            "metric": self.config.metric,
+            "count": self.count(),
+            "index": vi.spec.to_dict(),
+            "index_vectors": vi.ntotal,
+            "tombstones": len(vi.tombstones),
+            "applied_seq": self._applied_seq,
+            "snapshot_seq": self._snapshot_seq,
+            "index_bytes": _file_size(self.folder / "index.faiss"),
+            "sqlite_bytes": _file_size(self.meta.path),
+        }
+
+    # -- maintenance ------------------------------------------------------------------------------
+    def snapshot(self) -> None:
+        with self._writer:
+            self._snapshot_locked()
+
+    def _snapshot_locked(self) -> None:
+        if self._applied_seq == self._snapshot_seq and (self.folder / "index.faiss").exists():
+            return
+        with self._lock.read():
+            data = self._vi.serialize()
+            seq = self._applied_seq
+            header = {
+                "spec": self._vi.spec.to_dict(),
+                "dim": self.config.dim,
+                "metric": self.config.metric,
+                "count": self._vi.live,
+                "tombstones": sorted(self._vi.tombstones),
+                "written": time.time(),
+            }
+        try:
+            write_snapshot(self.folder / "index.faiss", seq, header, data)
+        except OSError as exc:
+            # SQLite still has everything: the next open replays from the previous snapshot.
+            raise StorageFailure(
+                f"could not write the index snapshot ({exc}); no data was lost"
+            ) from exc
+        self._snapshot_seq = seq
+        self.meta.forget_changes_through(seq)
+
+    def rebuild(
+        self, kind: str | None = None, target_recall: float | None = None
+    ) -> dict[str, Any]:
+        """Rebuild (and compact) the FAISS index from SQLite; ``kind=None`` re-plans from the data."""
+        if kind is not None and kind != "auto" and kind not in KINDS:
+            raise InvalidArgument(f"index must be 'auto' or one of {KINDS}, got {kind!r}")
+        with self._writer:
+            spec = None if kind in (None, "auto") else _empty_spec(kind)
+            return self._rebuild_locked(spec, target_recall)
+
+    def _rebuild_locked(
+        self, spec: IndexSpec | None, target_recall: float | None = None
+    ) -> dict[str, Any]:
+        count = self.meta.count()
+        if spec is None:
+            spec = planner.choose_spec(
+                count, self.config.dim, self.config.memory_budget_bytes, self.config.exact_below
+            )
+        elif spec.kind.startswith("ivf") and not spec.nlist:
+            spec.nlist = planner.default_nlist(count)
+        started = time.perf_counter()
+        fresh = _build_from_sqlite(self.meta, self.config, spec)
+        seq = self.meta.last_seq()
+        tuned = self._tune(fresh, target_recall or self.config.target_recall)
+        with self._lock.write():
+            self._vi = fresh
+            self._applied_seq = seq
+        self.meta.set_setting("spec", fresh.spec.to_dict())
+        self.meta.set_setting("built_for", count)
+        self._snapshot_locked()
+        return {"spec": fresh.spec.to_dict(), "seconds": time.perf_counter() - started, **tuned}
+
+    def _tune(
+        self, vi: VectorIndex, target_recall: float, queries: int = 200, k: int = 10
+    ) -> dict[str, Any]:
+        """Pick nprobe / efSearch for ``target_recall`` on held-out queries (stored vectors + small noise)."""
+        if vi.spec.kind == "flat" or vi.live < 2 * queries:
+            return {}
+        ids, base = _all_vectors(self.meta, self.config.dim)
+        pick = np.random.default_rng(0).choice(len(ids), size=queries, replace=False)
+        held_out = base[pick] + np.random.default_rng(1).normal(0, 0.01, (queries, base.shape[1]))
+        held_out = held_out.astype(np.float32)
+        if self.config.metric == "cosine":
+            held_out /= np.linalg.norm(held_out, axis=1, keepdims=True)
+        truth = planner.exact_neighbours(ids, base, held_out, k, self.config.metric)
+        result = planner.tune(vi, held_out, truth, k, target_recall)
+        vi.spec.params[result.param] = result.value
+        return {"tuned": {result.param: result.value}, "recall_at_10": result.recall}
+
+    def integrity(self) -> dict[str, Any]:
+        """SQLite's integrity check and whether FAISS holds exactly SQLite's live vectors."""
+        return {
+            "sqlite": self.meta.integrity_check(),
+            "sqlite_count": self.meta.count(),
+            "index_count": self._vi.live,
+        }
+
+
+def _empty_spec(kind: str) -> IndexSpec:
+    return IndexSpec(kind=kind)
+
+
+def _all_vectors(meta: MetadataStore, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    batches = list(meta.iter_vectors(dim))
+    if not batches:
+        return np.empty(0, np.int64), np.empty((0, dim), np.float32)
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
+def _build_from_sqlite(
+    meta: MetadataStore, config: CollectionConfig, spec: IndexSpec
+) -> VectorIndex:
+    """A fresh index holding exactly SQLite's vectors (trained on a sample for IVF kinds)."""
+    vi = VectorIndex(IndexSpec.from_dict(spec.to_dict()), config.dim, config.metric)
+    if vi.needs_training:
+        count = meta.count()
+        if count < max(vi.spec.nlist, 1):
+            log.warning(
+                "only %d vectors for %d IVF cells; using an exact index until there are more",
+                count,
+                vi.spec.nlist,
+            )
+            vi = VectorIndex(IndexSpec(kind="flat"), config.dim, config.metric)
+        else:
+            size = min(count, max(256 * vi.spec.nlist, 10_000), 200_000)
+            vi.train(meta.sample_vectors(size, config.dim)[1])
+    for ids, vectors in meta.iter_vectors(config.dim):
+        vi.add(ids, vectors)
+    return vi
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

@@ -1,0 +1,365 @@
+"""The SQLite half of a collection: the source of truth for ids, vectors and metadata.
+
+One database per collection, in WAL mode with ``synchronous=FULL``: a write is durable once its
+transaction commits, and readers never wait for a writer's fsync. Every mutation also appends to a
+``changes`` log (``seq``, op, internal id) in the same transaction; the FAISS snapshot records the
+last ``seq`` it contains, and opening a collection replays the changes after it.
+
+Internal ids are SQLite ``AUTOINCREMENT`` rowids: never reused, so a deleted id can never come
+back as a different item (HNSW tombstones rely on this).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from index.errors import InvalidArgument, StorageFailure
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    external_id TEXT NOT NULL UNIQUE,
+    uri TEXT NOT NULL DEFAULT '',
+    content_hash TEXT NOT NULL DEFAULT '',
+    metadata TEXT NOT NULL DEFAULT '{}',
+    vector BLOB NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_content_hash ON items(content_hash);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL CHECK (op IN ('add', 'del')),
+    item_id INTEGER NOT NULL
+);
+"""
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_SCALAR = (str, int, float, bool)
+
+
+@dataclass(frozen=True)
+class Item:
+    """A stored item. ``vector`` is float32 ``(dim,)``, as indexed (unit length for cosine)."""
+
+    id: int
+    external_id: str
+    uri: str
+    content_hash: str
+    metadata: dict[str, Any]
+    vector: np.ndarray
+    created: float
+    updated: float
+
+
+@dataclass(frozen=True)
+class NewItem:
+    external_id: str
+    vector: np.ndarray
+    uri: str = ""
+    content_hash: str = ""
+    metadata: dict[str, Any] | None = None
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def _storage_error(exc: sqlite3.Error) -> Exception:
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.OperationalError) and any(
+        word in text for word in ("full", "disk", "readonly", "read-only", "i/o", "unable to open")
+    ):
+        return StorageFailure(
+            f"the index's disk refused the write ({exc}); nothing was acknowledged"
+        )
+    return exc
+
+
+class MetadataStore:
+    """SQLite access for one collection: one writer connection, one reader connection per thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._writer = _connect(self.path)
+            self._writer.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise _storage_error(exc) from exc
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    # -- connections ------------------------------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        self._writer.close()
+
+    # -- settings ---------------------------------------------------------------------------------
+    def get_setting(self, key: str) -> Any | None:
+        row = self._reader().execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_setting(self, key: str, value: Any) -> None:
+        self._write(
+            lambda c: c.execute(
+                "INSERT INTO settings(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, json.dumps(value)),
+            )
+        )
+
+    # -- writes -----------------------------------------------------------------------------------
+    def _write(self, fn):
+        """Run ``fn(conn)`` in one IMMEDIATE transaction; durable when this returns."""
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # SQLite rolls back by itself after some I/O errors
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _storage_error(exc) from exc
+        return result
+
+    def upsert(
+        self, items: Sequence[NewItem], replace: bool
+    ) -> tuple[list[tuple[str, int]], list[int]]:
+        """Insert ``items`` (replacing same external ids if ``replace``) in one transaction.
+
+        Returns ``([(external_id, new internal id)], [internal ids removed])``.
+        """
+        now = time.time()
+
+        def fn(conn: sqlite3.Connection):
+            added, removed = [], []
+            for item in items:
+                row = conn.execute(
+                    "SELECT id FROM items WHERE external_id = ?", (item.external_id,)
+                ).fetchone()
+                if row is not None:
+                    if not replace:
+                        raise InvalidArgument(
+                            f"id {item.external_id!r} already exists; use upsert to replace it"
+                        )
+                    conn.execute("DELETE FROM items WHERE id = ?", (row[0],))
+                    conn.execute("INSERT INTO changes(op, item_id) VALUES ('del', ?)", (row[0],))
+                    removed.append(row[0])
+                cursor = conn.execute(
+                    "INSERT INTO items(external_id, uri, content_hash, metadata, vector, created, updated)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        item.external_id,
+                        item.uri,
+                        item.content_hash,
+                        json.dumps(item.metadata or {}),
+                        np.ascontiguousarray(item.vector, dtype=np.float32).tobytes(),
+                        now,
+                        now,
+                    ),
+                )
+                new_id = cursor.lastrowid
+                conn.execute("INSERT INTO changes(op, item_id) VALUES ('add', ?)", (new_id,))
+                added.append((item.external_id, new_id))
+            return added, removed
+
+        return self._write(fn)
+
+    def delete(self, external_ids: Sequence[str]) -> list[int]:
+        """Delete by external id in one transaction; returns the internal ids removed (unknown ids skipped)."""
+
+        def fn(conn: sqlite3.Connection):
+            removed = []
+            for external_id in external_ids:
+                row = conn.execute(
+                    "SELECT id FROM items WHERE external_id = ?", (external_id,)
+                ).fetchone()
+                if row is None:
+                    continue
+                conn.execute("DELETE FROM items WHERE id = ?", (row[0],))
+                conn.execute("INSERT INTO changes(op, item_id) VALUES ('del', ?)", (row[0],))
+                removed.append(row[0])
+            return removed
+
+        return self._write(fn)
+
+    def forget_changes_through(self, seq: int) -> None:
+        """Drop change-log entries a durable snapshot already contains."""
+        self._write(lambda c: c.execute("DELETE FROM changes WHERE seq <= ?", (seq,)))
+
+    # -- reads ------------------------------------------------------------------------------------
+    def last_seq(self) -> int:
+        row = (
+            self._reader()
+            .execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    def changes_after(self, seq: int) -> list[tuple[int, str, int]]:
+        return (
+            self._reader()
+            .execute("SELECT seq, op, item_id FROM changes WHERE seq > ? ORDER BY seq", (seq,))
+            .fetchall()
+        )
+
+    def count(self) -> int:
+        return int(self._reader().execute("SELECT COUNT(*) FROM items").fetchone()[0])
+
+    def vectors_for(self, ids: Iterable[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids_found (n,), vectors (n, dim))`` for the internal ids that still exist."""
+        found, vectors = [], []
+        for chunk in _chunks(list(ids), 900):
+            marks = ",".join("?" * len(chunk))
+            for row_id, blob in self._reader().execute(
+                f"SELECT id, vector FROM items WHERE id IN ({marks})", chunk
+            ):
+                found.append(row_id)
+                vectors.append(blob)
+        return _unpack(found, vectors, dim)
+
+    def iter_vectors(
+        self, dim: int, batch: int = 50_000
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every stored vector in id order, in batches of ``(ids, vectors)``."""
+        last = 0
+        while True:
+            rows = (
+                self._reader()
+                .execute(
+                    "SELECT id, vector FROM items WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
+                )
+                .fetchall()
+            )
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield _unpack([r[0] for r in rows], [r[1] for r in rows], dim)
+
+    def sample_vectors(self, size: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """A uniform random sample of ``size`` stored vectors (for IVF training), seeded."""
+        all_ids = np.fromiter(
+            (r[0] for r in self._reader().execute("SELECT id FROM items")), dtype=np.int64
+        )
+        pick = np.random.default_rng(seed).choice(
+            len(all_ids), size=min(size, len(all_ids)), replace=False
+        )
+        return self.vectors_for(all_ids[np.sort(pick)].tolist(), dim)
+
+    def items_by_internal(
+        self, ids: Iterable[int], with_vectors: bool = False, dim: int = 0
+    ) -> dict[int, Item]:
+        out: dict[int, Item] = {}
+        for chunk in _chunks(list(ids), 900):
+            marks = ",".join("?" * len(chunk))
+            rows = (
+                self._reader()
+                .execute(f"SELECT * FROM items WHERE id IN ({marks})", chunk)
+                .fetchall()
+            )
+            for row in rows:
+                out[row[0]] = _item(row, with_vectors, dim)
+        return out
+
+    def items_by_external(self, external_ids: Sequence[str], dim: int) -> dict[str, Item]:
+        out: dict[str, Item] = {}
+        for chunk in _chunks(list(external_ids), 900):
+            marks = ",".join("?" * len(chunk))
+            rows = (
+                self._reader()
+                .execute(f"SELECT * FROM items WHERE external_id IN ({marks})", chunk)
+                .fetchall()
+            )
+            for row in rows:
+                out[row[1]] = _item(row, True, dim)
+        return out
+
+    def has_content_hashes(self, hashes: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks([h for h in hashes if h], 900):
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                r[0]
+                for r in self._reader().execute(
+                    f"SELECT content_hash FROM items WHERE content_hash IN ({marks})", chunk
+                )
+            )
+        return found
+
+    def ids_matching(self, field: str, value: Any) -> np.ndarray:
+        """Internal ids whose metadata has ``field`` (dotted path) equal to ``value``."""
+        check_filter(field, value)
+        sql_value = int(value) if isinstance(value, bool) else value
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT id FROM items WHERE json_extract(metadata, ?) = ?",
+                (f"$.{field}", sql_value),
+            )
+            .fetchall()
+        )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def integrity_check(self) -> str:
+        return self._reader().execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def check_filter(field: str, value: Any) -> None:
+    if not _FIELD.match(field or ""):
+        raise InvalidArgument(
+            f"filter field {field!r} must be a dotted name of letters, digits and underscores"
+        )
+    if not isinstance(value, _SCALAR):
+        raise InvalidArgument(f"filter value for {field!r} must be a string, number or boolean")
+
+
+def _item(row: tuple, with_vector: bool, dim: int) -> Item:
+    vector = (
+        np.frombuffer(row[5], dtype=np.float32).copy() if with_vector else np.empty(0, np.float32)
+    )
+    if with_vector and dim and vector.shape[0] != dim:
+        raise ValueError(
+            f"stored vector of id {row[1]!r} has {vector.shape[0]} values, expected {dim}"
+        )
+    return Item(row[0], row[1], row[2], row[3], json.loads(row[4]), vector, row[6], row[7])
+
+
+def _unpack(ids: list[int], blobs: list[bytes], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    if not ids:
+        return np.empty(0, np.int64), np.empty((0, dim), np.float32)
+    vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), dim)
+    return np.asarray(ids, dtype=np.int64), vectors
+
+
+def _chunks(values: list, size: int) -> Iterator[list]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]

@@ -1,0 +1,236 @@
+"""Collections: operations, filters, every index kind's deletes, persistence, and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index.collection import MAX_K, CollectionConfig
+from index.errors import AlreadyExists, InvalidArgument, NotFound
+from index.metadata import NewItem
+from index.store import Store
+from index.vector_index import KINDS
+
+
+def _vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+
+
+def _items(vectors: np.ndarray, prefix: str = "img") -> list[NewItem]:
+    return [
+        NewItem(
+            f"{prefix}{i}",
+            v,
+            uri=f"/photos/{i}.jpg",
+            content_hash=f"h{i}",
+            metadata={"album": f"a{i % 4}", "n": i},
+        )
+        for i, v in enumerate(vectors)
+    ]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "store")
+    yield s
+    s.close()
+
+
+def test_add_get_search_delete_count(store: Store) -> None:
+    col = store.create("photos", CollectionConfig(dim=16))
+    vectors = _vectors(50)
+    assert col.add(_items(vectors)) == [f"img{i}" for i in range(50)]
+    assert col.count() == 50
+    item = col.get(["img3"])[0]
+    assert item.uri == "/photos/3.jpg" and item.metadata == {"album": "a3", "n": 3}
+    np.testing.assert_allclose(item.vector, vectors[3] / np.linalg.norm(vectors[3]), rtol=1e-6)
+    hits = col.search(vectors[3], k=5)[0]
+    assert hits[0].external_id == "img3" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert col.delete(["img3"]) == 1
+    assert "img3" not in [h.external_id for h in col.search(vectors[3], k=50)[0]]
+    assert col.count() == 49
+
+
+def test_upsert_replaces_vector_and_metadata(store: Store) -> None:
+    col = store.create("c", CollectionConfig(dim=16))
+    vectors = _vectors(10)
+    col.add(_items(vectors))
+    col.upsert([NewItem("img0", vectors[9], metadata={"album": "new"})])
+    assert col.count() == 10
+    assert col.get(["img0"])[0].metadata == {"album": "new"}
+    top = [h.external_id for h in col.search(vectors[9], k=2)[0]]
+    assert set(top) == {"img0", "img9"}
+    with pytest.raises(InvalidArgument, match="already exists"):
+        col.add([NewItem("img1", vectors[1])])
+
+
+def test_filter_returns_k_matches_and_search_by_id(store: Store) -> None:
+    col = store.create("c", CollectionConfig(dim=16))
+    vectors = _vectors(200)
+    col.add(_items(vectors))
+    hits = col.search(vectors[0], k=10, filter=("album", "a1"))[0]
+    assert len(hits) == 10
+    assert all(h.metadata["album"] == "a1" for h in hits)
+    assert col.search(vectors[0], k=10, filter=("n", 7))[0][0].external_id == "img7"
+    assert col.search(vectors[0], k=10, filter=("album", "none"))[0] == []
+    similar = col.search_by_id("img5", k=3)
+    assert len(similar) == 3 and "img5" not in [h.external_id for h in similar]
+    with pytest.raises(InvalidArgument, match="filter field"):
+        col.search(vectors[0], k=3, filter=("album'; DROP TABLE items; --", "x"))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_metrics_rank_like_brute_force(store: Store, metric: str) -> None:
+    col = store.create(f"m-{metric}", CollectionConfig(dim=16, metric=metric))
+    vectors = _vectors(100)
+    col.add(_items(vectors))
+    query = _vectors(1, seed=9)[0]
+    base = (
+        vectors / np.linalg.norm(vectors, axis=1, keepdims=True) if metric == "cosine" else vectors
+    )
+    q = query / np.linalg.norm(query) if metric == "cosine" else query
+    if metric == "l2":
+        expected = np.argsort(((base - q) ** 2).sum(1))[:5]
+    else:
+        expected = np.argsort(-(base @ q))[:5]
+    assert [h.external_id for h in col.search(query, k=5)[0]] == [f"img{i}" for i in expected]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_deletes_really_delete_for_every_index_kind(store: Store, kind: str) -> None:
+    col = store.create(kind, CollectionConfig(dim=16, index="flat"))
+    vectors = _vectors(3000, seed=1)
+    col.add(_items(vectors))
+    col.rebuild(kind)
+    assert col.stats()["index"]["kind"] == kind
+    doomed = [f"img{i}" for i in range(0, 3000, 7)]
+    col.delete(doomed)
+    found = {h.external_id for row in col.search(vectors[:300:7], k=20) for h in row}
+    assert not found & set(doomed)
+    assert col.integrity()["index_count"] == col.count() == 3000 - len(doomed)
+    # The same holds after reopening from the snapshot.
+    store.close()
+    reopened = Store(store.root).get(kind)
+    assert reopened.integrity()["index_count"] == 3000 - len(doomed)
+    assert reopened.stats()["index"]["kind"] == kind
+    assert not {h.external_id for h in reopened.search(vectors[0], k=50)[0]} & set(doomed)
+    reopened.close()
+
+
+def test_restart_keeps_everything_and_replays_unsnapshotted_changes(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    col = store.create("c", CollectionConfig(dim=16))
+    col.add(_items(_vectors(20)))
+    col.snapshot()
+    col.add(_items(_vectors(5, seed=2), prefix="late"))
+    col.delete(["img0"])
+    # Simulate a crash: no close(), so no snapshot of the last changes.
+    col.meta.close()
+    again = Store(tmp_path).get("c")
+    assert again.count() == 24
+    assert again.integrity() == {"sqlite": "ok", "sqlite_count": 24, "index_count": 24}
+    assert again.search(_vectors(5, seed=2)[1], k=1)[0][0].external_id == "late1"
+    again.close()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "delete"])
+def test_corrupt_or_missing_index_file_is_rebuilt_from_sqlite(tmp_path: Path, damage: str) -> None:
+    store = Store(tmp_path)
+    col = store.create("c", CollectionConfig(dim=16))
+    vectors = _vectors(40)
+    col.add(_items(vectors))
+    store.close()
+    path = tmp_path / "c" / "index.faiss"
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "garbage":
+        data = bytearray(path.read_bytes())
+        data[-10:] = b"\x00" * 10
+        path.write_bytes(bytes(data))
+    else:
+        path.unlink()
+    again = Store(tmp_path).get("c")
+    assert again.integrity()["index_count"] == 40
+    assert again.search(vectors[7], k=1)[0][0].external_id == "img7"
+    again.close()
+
+
+def test_bad_inputs_are_clear_errors_and_change_nothing(store: Store) -> None:
+    col = store.create("c", CollectionConfig(dim=16))
+    col.add(_items(_vectors(5)))
+    cases = [
+        (lambda: col.add([NewItem("x", np.zeros(8))]), "dimension 8"),
+        (lambda: col.add([NewItem("x", np.full(16, np.nan))]), "NaN"),
+        (lambda: col.add([NewItem("x", np.full(16, np.inf))]), "NaN or infinite"),
+        (lambda: col.add([NewItem("x", np.zeros(16))]), "all-zero"),
+        (lambda: col.add([NewItem("x", ["a"] * 16)]), "numbers"),
+        (lambda: col.add([NewItem("d", np.ones(16)), NewItem("d", np.ones(16))]), "twice"),
+        (lambda: col.add([NewItem("", np.ones(16))]), "non-empty"),
+        (lambda: col.search(np.ones(16), k=0), "k must be"),
+        (lambda: col.search(np.ones(16), k=10**9), "k must be"),
+        (lambda: col.search(np.ones(3), k=1), "dimension 16"),
+    ]
+    for call, message in cases:
+        with pytest.raises(InvalidArgument, match=message):
+            call()
+    with pytest.raises(NotFound, match="unknown ids"):
+        col.get(["nope"])
+    with pytest.raises(NotFound, match="unknown ids"):
+        col.delete(["img1", "nope"])
+    assert col.count() == 5, "a rejected delete deletes nothing"
+    assert col.integrity() == {"sqlite": "ok", "sqlite_count": 5, "index_count": 5}
+    assert col.search(np.ones(16), k=MAX_K)[0][-1].external_id.startswith("img")
+
+
+def test_store_names_and_collections(store: Store) -> None:
+    store.create("a", CollectionConfig(dim=4))
+    assert store.create("a", CollectionConfig(dim=4), exist_ok=True) is store.get("a")
+    with pytest.raises(AlreadyExists):
+        store.create("a", CollectionConfig(dim=8), exist_ok=True)
+    for bad in ["../etc", "", "a/b", ".hidden"]:
+        with pytest.raises(InvalidArgument, match="collection name"):
+            store.create(bad, CollectionConfig(dim=4))
+    with pytest.raises(NotFound, match="does not exist"):
+        store.get("missing")
+    with pytest.raises(InvalidArgument, match="metric"):
+        store.create("b", CollectionConfig(dim=4, metric="hamming"))
+    assert store.list() == ["a"]
+    store.drop("a")
+    assert store.list() == []
+
+
+def test_auto_index_switches_to_an_approximate_index_at_scale(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    col = store.create(
+        "auto", CollectionConfig(dim=16, memory_budget_bytes=500_000, exact_below=2000)
+    )
+    vectors = _vectors(2500, seed=3)
+    for start in range(0, 2500, 500):
+        col.add(_items(vectors[start : start + 500], prefix=f"b{start}-"))
+    stats = col.stats()
+    assert stats["index"]["kind"] == "ivf_sq8"  # HNSW: 2000 x (16 x 4 + 256 + 16) bytes > 500 kB
+    assert stats["index"]["params"]["nprobe"] >= 1
+    assert col.integrity()["index_count"] == 2500
+    store.close()
+
+
+def test_unwritable_disk_is_a_storage_failure_and_loses_nothing(tmp_path: Path) -> None:
+    import os
+
+    from index.errors import StorageFailure
+
+    if os.geteuid() == 0:
+        pytest.skip("root ignores file permissions; covered by the full-disk test")
+    store = Store(tmp_path)
+    col = store.create("c", CollectionConfig(dim=4))
+    col.add([NewItem("a", np.ones(4))])
+    os.chmod(tmp_path / "c" / "meta.sqlite", 0o444)
+    try:
+        with pytest.raises(StorageFailure):
+            col.add([NewItem("b", np.ones(4))])
+    finally:
+        os.chmod(tmp_path / "c" / "meta.sqlite", 0o644)
+    assert col.count() == 1
