@@ -12,6 +12,7 @@ The equivalent CLI command is printed, so a run can be reproduced without this s
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 import sys
 import tempfile
@@ -49,7 +50,12 @@ def main() -> None:
     parser.add_argument("--encoder", default="compact")
     parser.add_argument("--out-dir", default="")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training model")
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--temperature", type=float, default=TrainConfig.temperature)
     args = parser.parse_args()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     minutes = 0.5 if args.quick else args.minutes
     out_dir = args.out_dir or tempfile.mkdtemp(prefix="simclr-quality-")
     cache = str(Path(tempfile.gettempdir()) / "simclr-bench-cache")
@@ -63,10 +69,13 @@ def main() -> None:
         eval_every=5,
         compile=args.compile,
         progress=False,
+        lr=args.lr,
+        temperature=args.temperature,
     )
     command = (
         f"simclr train --data {shlex.quote(cfg.data)} --knn-test {shlex.quote(cfg.knn_test)} "
-        f"--encoder {cfg.encoder} --time-budget-min {minutes:g} --eval-every {cfg.eval_every}"
+        f"--encoder {cfg.encoder} --time-budget-min {minutes:g} --eval-every {cfg.eval_every} "
+        f"--lr {cfg.lr:g} --temperature {cfg.temperature:g}"
         + (" --compile true" if args.compile else "")
     )
     print(f"machine: {machine()}")

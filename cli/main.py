@@ -29,6 +29,9 @@ COMMANDS: dict[str, Command] = {
     "linear-probe": Command(
         "training.linear_probe", "linear classifier on a checkpoint's frozen representation"
     ),
+    "export": Command(
+        "training.export", "export a checkpoint to an ONNX model bundle (optionally INT8)"
+    ),
 }
 
 

@@ -475,7 +475,6 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                     old.unlink()
 
     knn = None
-    epochs_total = math.ceil(state.total_steps / reader.steps_per_epoch)
     try:
         while state.step < state.total_steps:
             epoch = state.step // reader.steps_per_epoch
@@ -511,6 +510,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                 record["knn_top1"] = knn
             state.history.append(record)
             if is_main:
+                epochs_total = math.ceil(state.total_steps / reader.steps_per_epoch)
                 shown = f", kNN top-1 {100 * knn:.2f}%" if "knn_top1" in record else ""
                 log.info(
                     "epoch %d/%d: loss %.4f (%.0f s)%s",

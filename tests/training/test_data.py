@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bundle.preprocess import ImageDecodeError, decode_square
 from tests.conftest import cifar_archive, make_library
 from training.data.batches import BatchReader, steps_per_epoch
-from training.data.decode import ImageDecodeError, decode_square
 from training.data.library import build_library
 from training.data.sources import iter_image_bytes
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from training.data.decode import ImageDecodeError, decode_square
+from bundle.preprocess import ImageDecodeError, decode_square
 from training.data.sources import ImageRecord, iter_image_bytes, list_source_files
 
 DECODER_VERSION = 1

@@ -1,8 +1,10 @@
-"""Decode encoded image bytes into a fixed-size square uint8 array.
+"""Image bytes -> model input: defined once, used by training, indexing and queries alike.
 
-Every image of a library is decoded once to ``size x size`` RGB (shorter side resized to ``size``,
-centre crop) and cached; the random augmentations then run batched on those arrays. ``size`` is
-chosen a little above the training input size, so random resized crops keep enough pixels.
+``decode_square`` turns encoded bytes (JPEG, PNG, WebP, BMP) into ``size x size`` RGB uint8: the
+shorter side is resized to ``size`` (bicubic) and the centre is cropped. Training decodes its library
+this way (the decoded-image cache); the served encoder gets exactly the same pixels through
+:func:`encoder_input`, with the mean and std that the bundle's manifest records. numpy and Pillow
+only: the server imports this without torch.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from PIL import Image
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "MPO"})
 #: Decompression-bomb guard: images larger than this many pixels are refused before decoding.
 MAX_PIXELS = 64_000_000
+#: The resize policy :func:`decode_square` implements, as the manifest names it.
+RESIZE_POLICY = "shorter-side-bicubic-center-crop"
 
 
 class ImageDecodeError(ValueError):
     """The bytes are not an image we can use; the message says why."""
 
 
-def decode_square(data: bytes, size: int) -> np.ndarray:
+def decode_square(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode ``data`` to a ``(size, size, 3)`` uint8 RGB array.
 
     Raises:
@@ -42,8 +46,8 @@ def decode_square(data: bytes, size: int) -> np.ndarray:
                     f"format {image.format!r} is not one of {sorted(ALLOWED_FORMATS)}"
                 )
             width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageDecodeError(f"{width}x{height} pixels is over the limit of {MAX_PIXELS}")
+            if width * height > max_pixels:
+                raise ImageDecodeError(f"{width}x{height} pixels is over the limit of {max_pixels}")
             if image.format == "JPEG":
                 # Let libjpeg scale by 1/2, 1/4, 1/8 while decoding: much faster for large photos.
                 image.draft("RGB", (size, size))
@@ -67,3 +71,23 @@ def decode_square(data: bytes, size: int) -> np.ndarray:
         Image.DecompressionBombWarning,
     ) as exc:
         raise ImageDecodeError(f"cannot decode image: {exc}") from exc
+
+
+def normalize(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """``(B, S, S, 3)`` uint8 -> ``(B, 3, S, S)`` float32, scaled to [0, 1] then standardised."""
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"expected (B, S, S, 3) uint8 images, got {images.dtype} {images.shape}")
+    x = images.astype(np.float32) / 255.0
+    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def encoder_input(
+    payloads: list[bytes],
+    size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
+    """Encoded images -> the encoder's ``(B, 3, size, size)`` float32 input."""
+    return normalize(np.stack([decode_square(p, size, max_pixels) for p in payloads]), mean, std)

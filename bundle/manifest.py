@@ -1,0 +1,143 @@
+"""The model bundle: a folder of ONNX files described by ``manifest.json``.
+
+``simclr export`` writes it (``training/export.py``); the server only reads it (``bundle/runtime.py``),
+never PyTorch. The manifest says everything needed to feed and trust the models:
+
+    {"format_version": 1, "model": {"name", "version", "created"},
+     "preprocessing": {"input_size", "color_order", "mean", "std", "resize"},
+     "embedding": {"dim", "normalized", "source"}, "opset",
+     "training": {"config", "step"},
+     "files": {"encoder": {"path", "sha256", "bytes", "inputs", "outputs"}, "encoder_int8": ..., ...}}
+
+A bundle may hold any subset of ``encoder``, ``encoder_int8``, ``decoder``, ``denoiser``.
+:func:`load_manifest` refuses, with a message naming the problem, an unknown format version, a
+missing file, a checksum mismatch and inconsistent facts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+ROLES = ("encoder", "encoder_int8", "decoder", "denoiser")
+
+
+class BundleError(ValueError):
+    """The bundle cannot be used; the message names the file or field at fault."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    folder: Path
+    data: dict[str, Any]
+
+    @property
+    def input_size(self) -> int:
+        return int(self.data["preprocessing"]["input_size"])
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return tuple(self.data["preprocessing"]["mean"])
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return tuple(self.data["preprocessing"]["std"])
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.data["embedding"]["dim"])
+
+    @property
+    def normalized(self) -> bool:
+        return bool(self.data["embedding"]["normalized"])
+
+    def has(self, role: str) -> bool:
+        return role in self.data["files"]
+
+    def path(self, role: str) -> Path:
+        if role not in self.data["files"]:
+            raise BundleError(
+                f"the bundle at {self.folder} has no {role} (it has {sorted(self.data['files'])})"
+            )
+        return self.folder / self.data["files"][role]["path"]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path, data: dict[str, Any]) -> Path:
+    """Fill in each file's sha256 and size, then write ``manifest.json`` atomically."""
+    data = {**data, "format_version": FORMAT_VERSION}
+    for role, entry in data["files"].items():
+        path = folder / entry["path"]
+        entry["sha256"] = sha256_file(path)
+        entry["bytes"] = path.stat().st_size
+        if role not in ROLES:
+            raise BundleError(f"unknown bundle role {role!r}; expected one of {ROLES}")
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=folder)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, folder / "manifest.json")
+    return folder / "manifest.json"
+
+
+def load_manifest(folder: str | os.PathLike[str], verify_checksums: bool = True) -> Manifest:
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    if not path.exists():
+        raise BundleError(f"{folder} is not a model bundle: manifest.json is missing")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise BundleError(f"{path} is not valid JSON: {exc}") from exc
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{path}: format_version {version!r} is not supported (this build reads {FORMAT_VERSION})"
+        )
+    for section, keys in {
+        "preprocessing": ("input_size", "mean", "std", "color_order", "resize"),
+        "embedding": ("dim", "normalized"),
+        "files": (),
+    }.items():
+        if not isinstance(data.get(section), dict):
+            raise BundleError(f"{path}: section {section!r} is missing")
+        for key in keys:
+            if key not in data[section]:
+                raise BundleError(f"{path}: {section}.{key} is missing")
+    pre = data["preprocessing"]
+    if not (isinstance(pre["input_size"], int) and pre["input_size"] > 0):
+        raise BundleError(f"{path}: preprocessing.input_size must be a positive integer")
+    if len(pre["mean"]) != 3 or len(pre["std"]) != 3 or min(pre["std"]) <= 0:
+        raise BundleError(f"{path}: preprocessing.mean and std need three values (std > 0)")
+    if not (isinstance(data["embedding"]["dim"], int) and data["embedding"]["dim"] > 0):
+        raise BundleError(f"{path}: embedding.dim must be a positive integer")
+    if not data["files"]:
+        raise BundleError(f"{path}: the bundle lists no model files")
+    for role, entry in data["files"].items():
+        if role not in ROLES:
+            raise BundleError(f"{path}: unknown file role {role!r}; expected one of {ROLES}")
+        file_path = folder / entry.get("path", "")
+        if not entry.get("path") or not file_path.is_file():
+            raise BundleError(
+                f"{path}: {role} file {entry.get('path')!r} is missing from the bundle"
+            )
+        if verify_checksums and sha256_file(file_path) != entry.get("sha256"):
+            raise BundleError(
+                f"{path}: checksum mismatch for {entry['path']} (the file was changed or damaged)"
+            )
+    return Manifest(folder, data)

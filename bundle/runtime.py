@@ -1,0 +1,111 @@
+"""ONNX Runtime sessions for a bundle's models: provider choice, threads, and shape checks.
+
+The CUDA execution provider is used when this onnxruntime build has it and a GPU answers; otherwise
+the CPU provider, with one log line saying so. Thread counts are explicit so the server's decode
+pool, gRPC and faiss do not fight ONNX Runtime for the cores. Graph optimisations are on
+(``ORT_ENABLE_ALL``; ``benchmarks/bench_export.py`` measures them against ``ORT_ENABLE_BASIC``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from bundle.manifest import BundleError, Manifest
+
+log = logging.getLogger(__name__)
+_warned_cpu = False
+
+
+def providers(device: str = "auto") -> list[str]:
+    """``auto``: CUDA if available, else CPU (logged once); ``cpu`` or ``cuda`` force a choice."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available and _cuda_device_present():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise BundleError(
+            "device 'cuda' requested but the CUDA execution provider or a GPU is not available"
+        )
+    global _warned_cpu
+    if not _warned_cpu:
+        log.info("onnxruntime: no usable CUDA execution provider; running on the CPU provider")
+        _warned_cpu = True
+    return ["CPUExecutionProvider"]
+
+
+def _cuda_device_present() -> bool:
+    import ctypes
+
+    for name in ("libcuda.so.1", "libcuda.so"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        if lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0:
+            return count.value > 0
+    return False
+
+
+def session(
+    path: str, device: str = "auto", intra_threads: int = 0, optimization: str = "all"
+) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_threads
+    options.inter_op_num_threads = 1
+    levels = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }
+    options.graph_optimization_level = levels[optimization]
+    try:
+        return ort.InferenceSession(path, sess_options=options, providers=providers(device))
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        raise BundleError(f"onnxruntime cannot load {path}: {exc}") from exc
+
+
+class Encoder:
+    """The bundle's encoder: ``(B, 3, S, S)`` float32 -> ``(B, D)`` float32 embeddings."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        int8: bool = False,
+        device: str = "auto",
+        intra_threads: int = 0,
+        optimization: str = "all",
+    ) -> None:
+        role = "encoder_int8" if int8 else "encoder"
+        self.manifest = manifest
+        self.session = session(str(manifest.path(role)), device, intra_threads, optimization)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise BundleError(
+                f"{role}: expected one input and one output, got {len(inputs)} and {len(outputs)}"
+            )
+        shape_in, shape_out = inputs[0].shape, outputs[0].shape
+        size = manifest.input_size
+        if len(shape_in) != 4 or shape_in[1] != 3 or shape_in[2] != size or shape_in[3] != size:
+            raise BundleError(
+                f"{role}: input shape {shape_in} does not match the manifest's (batch, 3, {size}, {size})"
+            )
+        if len(shape_out) != 2 or shape_out[1] != manifest.embedding_dim:
+            raise BundleError(
+                f"{role}: output shape {shape_out} does not match the manifest's embedding dim {manifest.embedding_dim}"
+            )
+        self.input_name = inputs[0].name
+        self.providers = self.session.get_providers()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(
+            None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
+        )[0]

@@ -1,0 +1,263 @@
+"""``simclr export``: a trained checkpoint -> a model bundle (ONNX files + ``manifest.json``).
+
+Steps (timm's ``utils/onnx.py`` is the model): fold BatchNorm into the convolutions (torch.fx), export
+with a dynamic batch axis at opset 17, run ``onnx.checker``, then compare ONNX Runtime against
+PyTorch on real images and refuse the bundle if they disagree (max |diff| > 1e-4 or cosine
+< 0.99999). Optionally writes a static INT8 (QDQ, per-channel) encoder calibrated on a sample of the
+user's images. The encoder outputs h, the representation before the projection head (Chen et al.
+2020, Sec. 4.2), L2-normalised when ``--normalize`` is on (the default: cosine search).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bundle.manifest import write_manifest
+from bundle.preprocess import RESIZE_POLICY, encoder_input
+from training.checkpoint import load_checkpoint
+from training.data.sources import iter_image_bytes
+from training.models.simclr import model_from_checkpoint
+
+log = logging.getLogger("simclr.export")
+OPSET = 17
+MAX_ABS_DIFF = 1e-4
+MIN_COSINE = 0.99999
+
+
+class EncoderForExport(nn.Module):
+    """``(B, 3, S, S)`` normalised images -> h ``(B, D)``, optionally unit length."""
+
+    def __init__(self, encoder: nn.Module, normalize: bool) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.normalize = normalize
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        h = self.encoder.forward_features(images)
+        return F.normalize(h, dim=1) if self.normalize else h
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every Conv -> BatchNorm pair (eval mode) with torch.fx; the result computes the same function."""
+    from torch.fx.experimental.optimization import fuse
+
+    return fuse(module.eval(), inplace=False)
+
+
+def export_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    input_name: str,
+    output_name: str,
+    dynamic_hw: bool = False,
+) -> None:
+    axes = {0: "batch"}
+    if dynamic_hw:
+        axes = {0: "batch", 2: "height", 3: "width"}
+    torch.onnx.export(
+        module.eval(),
+        (example,),
+        str(path),
+        opset_version=OPSET,
+        input_names=[input_name],
+        output_names=[output_name],
+        dynamic_axes={input_name: axes, output_name: axes if dynamic_hw else {0: "batch"}},
+        do_constant_folding=True,
+        dynamo=False,
+    )
+    import onnx
+
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+def compare_with_onnxruntime(module: nn.Module, path: Path, inputs: np.ndarray) -> dict[str, float]:
+    """Max absolute difference and minimum row cosine between PyTorch and ONNX Runtime outputs."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = module.eval()(torch.from_numpy(inputs)).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: inputs})[0]
+    a, b = expected.reshape(len(inputs), -1), got.reshape(len(inputs), -1)
+    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    return {"max_abs_diff": float(np.abs(a - b).max()), "min_cosine": float(cosine.min())}
+
+
+def sample_images(source: str, count: int, size: int, mean, std, seed: int = 0) -> np.ndarray:
+    """Up to ``count`` decodable images from a folder/archive, as encoder input ``(n, 3, S, S)``."""
+    payloads = []
+    for _, data in iter_image_bytes(source):
+        payloads.append(data)
+        if len(payloads) >= 4 * count:
+            break
+    rng = np.random.default_rng(seed)
+    rng.shuffle(payloads)
+    good = []
+    for data in payloads:
+        try:
+            good.append(encoder_input([data], size, mean, std)[0])
+        except ValueError:
+            continue
+        if len(good) >= count:
+            break
+    if not good:
+        raise ValueError(f"no decodable images in {source} for calibration / parity checks")
+    return np.stack(good).astype(np.float32)
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
+    """Static QDQ INT8: per-channel int8 weights, uint8 activations calibrated on ``calibration``."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(
+                [{"images": calibration[i : i + 16]} for i in range(0, len(calibration), 16)]
+            )
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    prepared = int8_path.with_suffix(".prep.onnx")
+    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    try:
+        quantize_static(
+            str(prepared),
+            str(int8_path),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
+def export_bundle(
+    checkpoint: str,
+    out_dir: str,
+    images: str,
+    normalize: bool = True,
+    int8: bool = False,
+    calibration_count: int = 256,
+    name: str = "simclr",
+    version: str = "1",
+) -> dict[str, Any]:
+    state = load_checkpoint(checkpoint)
+    facts = state["preprocessing"]
+    size = int(facts["input_size"])
+    mean, std = tuple(facts["mean"]), tuple(facts["std"])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model_from_checkpoint(state)
+    encoder = fold_batchnorm(EncoderForExport(model.encoder, normalize))
+    sample = sample_images(images, max(calibration_count, 16), size, mean, std)
+    started = time.perf_counter()
+    export_onnx(encoder, torch.from_numpy(sample[:2]), out / "encoder.onnx", "images", "embeddings")
+    parity = compare_with_onnxruntime(encoder, out / "encoder.onnx", sample[:64])
+    if parity["max_abs_diff"] > MAX_ABS_DIFF or parity["min_cosine"] < MIN_COSINE:
+        raise ValueError(f"ONNX Runtime disagrees with PyTorch on the encoder: {parity}")
+    files: dict[str, Any] = {
+        "encoder": {
+            "path": "encoder.onnx",
+            "inputs": {"images": ["batch", 3, size, size]},
+            "outputs": {"embeddings": ["batch", model.num_features]},
+        },
+    }
+    report: dict[str, Any] = {"encoder_parity": parity}
+    if int8:
+        quantize_int8(out / "encoder.onnx", out / "encoder.int8.onnx", sample[:calibration_count])
+        files["encoder_int8"] = {
+            **files["encoder"],
+            "path": "encoder.int8.onnx",
+            "quantization": "static QDQ int8",
+        }
+    manifest = {
+        "model": {
+            "name": name,
+            "version": version,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+        "preprocessing": {
+            "input_size": size,
+            "color_order": "RGB",
+            "mean": list(mean),
+            "std": list(std),
+            "resize": RESIZE_POLICY,
+            "layout": "NCHW float32, pixels/255 then (x-mean)/std",
+        },
+        "embedding": {
+            "dim": model.num_features,
+            "normalized": normalize,
+            "source": "h (before projection head)",
+        },
+        "opset": OPSET,
+        "training": {
+            "config": state["config"],
+            "step": state["step"],
+            "checkpoint": str(checkpoint),
+        },
+        "files": files,
+    }
+    write_manifest(out, manifest)
+    report.update(
+        {"bundle": str(out), "seconds": time.perf_counter() - started, "files": sorted(files)}
+    )
+    return report
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="export a checkpoint to an ONNX model bundle", add_help=add_help
+    )
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument(
+        "--images",
+        required=True,
+        help="a sample of your images: parity checks and INT8 calibration",
+    )
+    p.add_argument(
+        "--normalize",
+        type=lambda v: v.lower() in {"1", "true", "yes"},
+        default=True,
+        help="L2-normalise embeddings (true/false)",
+    )
+    p.add_argument("--int8", action="store_true", help="also write a static INT8 encoder")
+    p.add_argument("--calibration-count", type=int, default=256)
+    p.add_argument("--name", default="simclr")
+    p.add_argument("--version", default="1")
+    return p
+
+
+def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    report = export_bundle(
+        args.checkpoint,
+        args.out,
+        args.images,
+        args.normalize,
+        args.int8,
+        args.calibration_count,
+        args.name,
+        args.version,
+    )
+    print(json.dumps(report))
+    return 0
