@@ -15,10 +15,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Command:
-    """A subcommand: ``module`` provides ``get_args_parser(add_help)`` and ``cli_main(args) -> int``."""
+    """A subcommand: ``module.<parser>(add_help)`` builds its parser, ``module.<main>(args, argv)`` runs it."""
 
     module: str
     summary: str
+    parser: str = "get_args_parser"
+    main: str = "cli_main"
 
 
 COMMANDS: dict[str, Command] = {
@@ -64,12 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    module = importlib.import_module(COMMANDS[name].module)
-    parser = module.get_args_parser(add_help=True)
+    command = COMMANDS[name]
+    module = importlib.import_module(command.module)
+    parser = getattr(module, command.parser)(add_help=True)
     parser.prog = f"simclr {name}"
     args = parser.parse_args(rest)
     try:
-        return int(module.cli_main(args, rest) or 0)
+        return int(getattr(module, command.main)(args, rest) or 0)
     except (ValueError, FileNotFoundError, FloatingPointError) as exc:
         # Errors a user can act on: one clear line, no traceback.
         print(f"simclr {name}: error: {exc}", file=sys.stderr)

@@ -60,3 +60,39 @@ def cifar_archive(split: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is not present (../shared/datasets is optional for tests)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A briefly trained compact encoder exported as a bundle (with INT8), and its image library."""
+    from training.config import TrainConfig
+    from training.export import export_bundle
+    from training.train import run
+
+    root = tmp_path_factory.mktemp("tiny-bundle")
+    library = make_library(root / "library", per_class=16)
+    run(
+        TrainConfig(
+            data=str(library),
+            out_dir=str(root / "run"),
+            cache_dir=str(root / "cache"),
+            workers=0,
+            width=8,
+            batch_size=16,
+            epochs=3,
+            optimizer="adamw",
+            lr=1e-3,
+            lr_scaling="none",
+            progress=False,
+            tensorboard=False,
+            precision="fp32",
+        )
+    )
+    export_bundle(
+        str(root / "run" / "checkpoint.pt"),
+        str(root / "bundle"),
+        str(library),
+        int8=True,
+        calibration_count=32,
+    )
+    return root / "bundle", library

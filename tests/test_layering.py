@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
     "index": {"torch", "torchvision", "training", "serving", "onnxruntime", "grpc"},
     "serving": {"torch", "torchvision", "training"},
+    "bundle": {"torch", "torchvision", "training", "serving", "index"},
     "training": {"serving"},
 }
 
@@ -38,7 +39,7 @@ def test_no_forbidden_imports_in_source(package: str) -> None:
     assert not bad, f"{package} must not import {FORBIDDEN[package]}: {bad}"
 
 
-@pytest.mark.parametrize("package", ["index", "serving"])
+@pytest.mark.parametrize("package", ["index", "serving", "bundle"])
 def test_importing_package_does_not_load_torch(package: str) -> None:
     code = (
         f"import sys, importlib, pkgutil, {package}\n"

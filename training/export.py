@@ -24,8 +24,8 @@ from torch import nn
 
 from bundle.manifest import write_manifest
 from bundle.preprocess import RESIZE_POLICY, encoder_input
+from bundle.sources import iter_image_bytes
 from training.checkpoint import load_checkpoint
-from training.data.sources import iter_image_bytes
 from training.models.simclr import model_from_checkpoint
 
 log = logging.getLogger("simclr.export")

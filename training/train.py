@@ -448,7 +448,9 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         elapsed = time.perf_counter() - started
         remaining = cfg.time_budget_min * 60 - elapsed - eval_reserve_s(state.total_steps)
         state.total_steps = max(state.step + 1, state.step + int(0.98 * remaining / per_step))
-        scheduler.lr_lambdas = [warmup_cosine(state.total_steps, warmup)]
+        scheduler.lr_lambdas = [warmup_cosine(state.total_steps, warmup)] * len(
+            optimizer.param_groups
+        )
         if is_main:
             log.info(
                 "time budget: measured %.3f s/step -> %d steps (%.1f epochs) in all",

@@ -13,11 +13,11 @@ import torch
 from bundle.manifest import BundleError, load_manifest
 from bundle.preprocess import encoder_input
 from bundle.runtime import Encoder
+from bundle.sources import iter_image_bytes
 from tests.conftest import make_library
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.data.library import build_library
-from training.data.sources import iter_image_bytes
 from training.export import export_bundle
 from training.models.simclr import model_from_checkpoint
 from training.train import run

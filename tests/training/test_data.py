@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from bundle.preprocess import ImageDecodeError, decode_square
+from bundle.sources import iter_image_bytes
 from tests.conftest import cifar_archive, make_library
 from training.data.batches import BatchReader, steps_per_epoch
 from training.data.library import build_library
-from training.data.sources import iter_image_bytes
 
 
 def _png_bytes(width: int, height: int, colour=(200, 10, 10)) -> bytes:

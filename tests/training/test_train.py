@@ -153,3 +153,22 @@ def test_missing_data_is_a_clear_error(tmp_path: Path) -> None:
         run(TrainConfig(out_dir=str(tmp_path)))
     with pytest.raises(FileNotFoundError, match="not found"):
         run(TrainConfig(data=str(tmp_path / "missing"), out_dir=str(tmp_path), progress=False))
+
+
+@pytest.mark.slow
+def test_time_budget_is_measured_and_respected(tmp_path: Path, cache_dir: Path) -> None:
+    library = make_library(tmp_path / "library", per_class=16)
+    cfg = _config(
+        library,
+        tmp_path / "run",
+        cache_dir,
+        epochs=1,
+        batch_size=16,
+        time_budget_min=0.3,
+        warmup_epochs=0,
+        checkpoint_every=0,
+    )
+    summary = run(cfg)
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert summary["steps"] == state["total_steps"] > 50  # resized after measuring, past the probe
+    assert summary["seconds"] <= 0.3 * 60 * 1.25

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bundle.preprocess import ImageDecodeError, decode_square
-from training.data.sources import ImageRecord, iter_image_bytes, list_source_files
+from bundle.sources import ImageRecord, iter_image_bytes, list_source_files
 
 DECODER_VERSION = 1
 

@@ -1,5 +1,7 @@
 """Find images in a user's library: folders (recursively) and ``.tar`` / ``.tar.gz`` archives.
 
+Shared by training (the decoded-image cache) and serving (``simclr index``); standard library only.
+
 A library is unlabeled; an image's *label* is the name of the folder that holds it and is used only
 for evaluation (kNN monitor, linear probe) when such class folders exist. An image at the top level
 of the library has no label.

@@ -1,0 +1,263 @@
+"""Python clients for the ImageSearch service: :class:`Client` (blocking) and :class:`AsyncClient`.
+
+with Client("127.0.0.1:50051") as client:
+    hits = client.search(image=open("query.jpg", "rb").read(), k=5)
+    vectors = client.embed([open("a.jpg", "rb").read()])
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+
+from protos.simclr.v1 import search_pb2 as pb
+from protos.simclr.v1 import search_pb2_grpc as pb_grpc
+
+_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    id: str
+    score: float
+    uri: str
+    metadata: dict[str, Any]
+
+
+def _search_request(collection, image, vector, item_id, k, filter) -> pb.SearchRequest:
+    request = pb.SearchRequest(collection=collection, k=k)
+    given = [x is not None for x in (image, vector, item_id)]
+    if sum(given) != 1:
+        raise ValueError("give exactly one of image, vector or id")
+    if image is not None:
+        request.image.data = image
+    elif vector is not None:
+        request.vector.values.extend(np.asarray(vector, dtype=np.float32).ravel().tolist())
+    else:
+        request.id = item_id
+    if filter is not None:
+        field, value = filter
+        request.filter.field = field
+        if isinstance(value, bool):
+            request.filter.bool_value = value
+        elif isinstance(value, int):
+            request.filter.int_value = value
+        elif isinstance(value, float):
+            request.filter.double_value = value
+        else:
+            request.filter.string_value = str(value)
+    return request
+
+
+def _results(response: pb.SearchResponse) -> list[SearchResult]:
+    return [
+        SearchResult(h.id, h.score, h.uri, json.loads(h.metadata_json or "{}"))
+        for h in response.hits
+    ]
+
+
+def _index_request(collection: str, item: tuple[str, bytes, str, dict]) -> pb.IndexImagesRequest:
+    item_id, data, uri, metadata = item
+    return pb.IndexImagesRequest(
+        collection=collection,
+        id=item_id,
+        image=pb.Image(data=data),
+        uri=uri,
+        metadata_json=json.dumps(metadata or {}),
+    )
+
+
+def _channel_args(token: str | None) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {token}")] if token else []
+
+
+class Client:
+    """Blocking client. ``token`` sends a bearer token; ``root_certificates`` turns on TLS."""
+
+    def __init__(
+        self,
+        address: str,
+        token: str | None = None,
+        root_certificates: bytes | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        if root_certificates is not None:
+            self.channel = grpc.secure_channel(
+                address, grpc.ssl_channel_credentials(root_certificates), _OPTIONS
+            )
+        else:
+            self.channel = grpc.insecure_channel(address, _OPTIONS)
+        self.stub = pb_grpc.ImageSearchStub(self.channel)
+        self.metadata = _channel_args(token)
+        self.timeout = timeout
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _call(self, method, request):
+        return method(request, timeout=self.timeout, metadata=self.metadata)
+
+    def embed(self, images: list[bytes]) -> np.ndarray:
+        response = self._call(
+            self.stub.Embed, pb.EmbedRequest(images=[pb.Image(data=d) for d in images])
+        )
+        return np.array([e.values for e in response.embeddings], dtype=np.float32)
+
+    def search(
+        self,
+        image: bytes | None = None,
+        vector=None,
+        id: str | None = None,
+        k: int = 10,
+        collection: str = "",
+        filter: tuple[str, Any] | None = None,
+    ) -> list[SearchResult]:
+        return _results(
+            self._call(self.stub.Search, _search_request(collection, image, vector, id, k, filter))
+        )
+
+    def upsert_images(self, items: list[tuple[str, bytes]], collection: str = "") -> list[str]:
+        request = pb.UpsertRequest(
+            collection=collection,
+            items=[pb.UpsertItem(id=i, image=pb.Image(data=d)) for i, d in items],
+        )
+        return list(self._call(self.stub.Upsert, request).ids)
+
+    def upsert_vectors(
+        self, items: list[tuple[str, np.ndarray]], collection: str = ""
+    ) -> list[str]:
+        request = pb.UpsertRequest(
+            collection=collection,
+            items=[
+                pb.UpsertItem(
+                    id=i, embedding=pb.Embedding(values=np.asarray(v, np.float32).tolist())
+                )
+                for i, v in items
+            ],
+        )
+        return list(self._call(self.stub.Upsert, request).ids)
+
+    def delete(self, ids: list[str], collection: str = "", ignore_missing: bool = False) -> int:
+        request = pb.DeleteRequest(collection=collection, ids=ids, ignore_missing=ignore_missing)
+        return self._call(self.stub.Delete, request).deleted
+
+    def get(
+        self, ids: list[str], collection: str = "", include_embeddings: bool = False
+    ) -> list[pb.StoredItem]:
+        request = pb.GetRequest(
+            collection=collection, ids=ids, include_embeddings=include_embeddings
+        )
+        return list(self._call(self.stub.Get, request).items)
+
+    def denoise(self, image: bytes, noise_sigma: float = 0.0) -> bytes:
+        return self._call(
+            self.stub.Denoise,
+            pb.DenoiseRequest(image=pb.Image(data=image), noise_sigma=noise_sigma),
+        ).png
+
+    def info(self) -> pb.GetInfoResponse:
+        return self._call(self.stub.GetInfo, pb.GetInfoRequest())
+
+    def index_images(
+        self, items: Iterable[tuple[str, bytes, str, dict]], collection: str = ""
+    ) -> Iterator[pb.IndexImagesResult]:
+        requests = (_index_request(collection, item) for item in items)
+        yield from self.stub.IndexImages(requests, metadata=self.metadata)
+
+
+class AsyncClient:
+    """The same calls for asyncio code (``grpc.aio``)."""
+
+    def __init__(
+        self,
+        address: str,
+        token: str | None = None,
+        root_certificates: bytes | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        if root_certificates is not None:
+            self.channel = grpc.aio.secure_channel(
+                address, grpc.ssl_channel_credentials(root_certificates), _OPTIONS
+            )
+        else:
+            self.channel = grpc.aio.insecure_channel(address, _OPTIONS)
+        self.stub = pb_grpc.ImageSearchStub(self.channel)
+        self.metadata = _channel_args(token)
+        self.timeout = timeout
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def embed(self, images: list[bytes], timeout: float | None = None) -> np.ndarray:
+        response = await self.stub.Embed(
+            pb.EmbedRequest(images=[pb.Image(data=d) for d in images]),
+            timeout=timeout or self.timeout,
+            metadata=self.metadata,
+        )
+        return np.array([e.values for e in response.embeddings], dtype=np.float32)
+
+    async def search(
+        self,
+        image: bytes | None = None,
+        vector=None,
+        id: str | None = None,
+        k: int = 10,
+        collection: str = "",
+        filter: tuple[str, Any] | None = None,
+    ) -> list[SearchResult]:
+        response = await self.stub.Search(
+            _search_request(collection, image, vector, id, k, filter),
+            timeout=self.timeout,
+            metadata=self.metadata,
+        )
+        return _results(response)
+
+    async def upsert_vectors(
+        self, items: list[tuple[str, np.ndarray]], collection: str = ""
+    ) -> list[str]:
+        request = pb.UpsertRequest(
+            collection=collection,
+            items=[
+                pb.UpsertItem(
+                    id=i, embedding=pb.Embedding(values=np.asarray(v, np.float32).tolist())
+                )
+                for i, v in items
+            ],
+        )
+        return list(
+            (await self.stub.Upsert(request, timeout=self.timeout, metadata=self.metadata)).ids
+        )
+
+    async def info(self) -> pb.GetInfoResponse:
+        return await self.stub.GetInfo(
+            pb.GetInfoRequest(), timeout=self.timeout, metadata=self.metadata
+        )
+
+    async def index_images(
+        self, items: Iterable[tuple[str, bytes, str, dict]], collection: str = ""
+    ) -> AsyncIterator[pb.IndexImagesResult]:
+        call = self.stub.IndexImages(
+            (_index_request(collection, item) for item in items), metadata=self.metadata
+        )
+        async for result in call:
+            yield result

@@ -1,0 +1,327 @@
+"""What the service does, free of gRPC: embed, search, upsert, delete, get, index, info.
+
+The servicer (``servicer.py``) converts protos to these calls and back. Work that blocks runs off the
+event loop: image decoding in a small thread pool, inference in the micro-batcher's thread, SQLite
+and FAISS in the store's thread pool. The core never imports torch: models come from the bundle's
+ONNX files, vectors live in ``index``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bundle.manifest import Manifest, load_manifest
+from bundle.preprocess import normalize
+from bundle.runtime import Encoder
+from index.collection import MAX_K, CollectionConfig, Hit
+from index.faiss_loader import configure_threads
+from index.metadata import Item, NewItem
+from index.store import Store
+from serving.batcher import MicroBatcher
+from serving.errors import BadRequest, InvalidImage, MissingModel
+from serving.images import ImageLimits, decode_for_model
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+
+
+@dataclass
+class ServiceConfig:
+    """Everything the core needs; every field has a working default except the two paths."""
+
+    bundle: Path
+    store: Path
+    default_collection: str = "images"
+    metric: str = "cosine"
+    int8: bool = False
+    device: str = "auto"
+    max_batch: int = 32
+    max_wait_ms: float = 2.0
+    decode_threads: int = 2
+    ort_threads: int = 2
+    faiss_threads: int = 1
+    max_request_images: int = 256
+    max_k: int = 1000
+    limits: ImageLimits = field(default_factory=ImageLimits)
+
+
+@dataclass(frozen=True)
+class UpsertInput:
+    id: str
+    image: bytes | None = None
+    embedding: np.ndarray | None = None
+    uri: str = ""
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class IndexOutcome:
+    id: str
+    status: str  # "indexed" | "duplicate" | "failed"
+    error: str = ""
+
+
+def parse_metadata(text: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise BadRequest(f"metadata_json is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BadRequest("metadata_json must be a JSON object")
+    return value
+
+
+class SearchService:
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.manifest: Manifest | None = None
+        self.encoder: Encoder | None = None
+        self.batcher: MicroBatcher | None = None
+        self.store: Store | None = None
+        self._decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
+        self._store_pool = ThreadPoolExecutor(2, thread_name_prefix="store")
+        self.batch_sizes: list[int] = []
+        self.ready = False
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load and verify the bundle, open the store; the server reports SERVING only after this."""
+        loop = asyncio.get_running_loop()
+        configure_threads(self.config.faiss_threads)
+        self.manifest = await loop.run_in_executor(None, load_manifest, self.config.bundle)
+        self.encoder = await loop.run_in_executor(
+            None,
+            lambda: Encoder(
+                self.manifest, self.config.int8, self.config.device, self.config.ort_threads
+            ),
+        )
+        self.batcher = MicroBatcher(
+            self.encoder, self.config.max_batch, self.config.max_wait_ms, self._on_batch
+        )
+        self.batcher.start()
+        self.store = await loop.run_in_executor(None, Store, self.config.store)
+        await loop.run_in_executor(
+            None,
+            lambda: self.store.create(
+                self.config.default_collection,
+                CollectionConfig(dim=self.manifest.embedding_dim, metric=self.config.metric),
+                exist_ok=True,
+            ),
+        )
+        self.ready = True
+        log.info(
+            "ready: bundle %s (%s), store %s, providers %s",
+            self.config.bundle,
+            self.manifest.data["model"],
+            self.config.store,
+            self.encoder.providers,
+        )
+
+    async def stop(self) -> None:
+        """Finish queued inference, snapshot every collection, release threads."""
+        self.ready = False
+        if self.batcher is not None:
+            await self.batcher.stop()
+        if self.store is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+        self._decode_pool.shutdown(wait=True)
+        self._store_pool.shutdown(wait=True)
+
+    def _on_batch(self, size: int) -> None:
+        self.batch_sizes.append(size)
+        if len(self.batch_sizes) > 10_000:
+            del self.batch_sizes[:5_000]
+
+    async def _store(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._store_pool, fn, *args)
+
+    def _collection(self, name: str):
+        return self.store.get(name or self.config.default_collection)
+
+    # -- embeddings -------------------------------------------------------------------------------
+    async def decode(self, images: list[bytes]) -> np.ndarray:
+        """Encoded images -> ``(n, S, S, 3)`` uint8, in parallel; the first bad image fails the call."""
+        if not images:
+            raise BadRequest("no images in the request")
+        if len(images) > self.config.max_request_images:
+            raise BadRequest(
+                f"{len(images)} images in one request; the limit is {self.config.max_request_images}"
+            )
+        loop = asyncio.get_running_loop()
+        size, limits = self.manifest.input_size, self.config.limits
+        tasks = [
+            loop.run_in_executor(self._decode_pool, decode_for_model, data, size, limits)
+            for data in images
+        ]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for i, result in enumerate(results):
+            if isinstance(result, BaseException):
+                if isinstance(result, InvalidImage) and len(images) > 1:
+                    raise InvalidImage(f"image {i}: {result}") from result
+                raise result
+        return np.stack(results)
+
+    async def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        batch = normalize(pixels, self.manifest.mean, self.manifest.std)
+        return await self.batcher(batch)
+
+    async def embed(self, images: list[bytes]) -> np.ndarray:
+        return await self.embed_pixels(await self.decode(images))
+
+    # -- search -----------------------------------------------------------------------------------
+    def _check_k(self, k: int) -> None:
+        limit = min(self.config.max_k, MAX_K)
+        if k <= 0 or k > limit:
+            raise BadRequest(f"k must be in 1..{limit}, got {k}")
+
+    async def search(
+        self,
+        collection: str,
+        k: int,
+        image: bytes | None = None,
+        vector: np.ndarray | None = None,
+        item_id: str | None = None,
+        filter: tuple[str, Any] | None = None,
+    ) -> list[Hit]:
+        self._check_k(k)
+        col = self._collection(collection)
+        if item_id is not None:
+            return await self._store(lambda: col.search_by_id(item_id, k, filter))
+        if image is not None:
+            vector = (await self.embed([image]))[0]
+        if vector is None:
+            raise BadRequest("a search needs an image, a vector or a stored id")
+        return (await self._store(lambda: col.search(vector, k, filter)))[0]
+
+    # -- writes -----------------------------------------------------------------------------------
+    async def upsert(self, collection: str, items: list[UpsertInput]) -> list[str]:
+        if not items:
+            raise BadRequest("no items in the request")
+        col = self._collection(collection)
+        with_images = [i for i, item in enumerate(items) if item.image is not None]
+        vectors: dict[int, np.ndarray] = {}
+        if with_images:
+            embedded = await self.embed([items[i].image for i in with_images])
+            vectors.update(zip(with_images, embedded, strict=True))
+        new_items = []
+        for i, item in enumerate(items):
+            vector = vectors.get(i, item.embedding)
+            if vector is None:
+                raise BadRequest(f"item {item.id!r} has neither an image nor an embedding")
+            digest = hashlib.sha256(item.image).hexdigest() if item.image is not None else ""
+            new_items.append(
+                NewItem(
+                    item.id, np.asarray(vector, dtype=np.float32), item.uri, digest, item.metadata
+                )
+            )
+        return await self._store(col.upsert, new_items)
+
+    async def delete(self, collection: str, ids: list[str], ignore_missing: bool) -> int:
+        if not ids:
+            raise BadRequest("no ids in the request")
+        col = self._collection(collection)
+        return await self._store(lambda: col.delete(ids, missing_ok=ignore_missing))
+
+    async def get(self, collection: str, ids: list[str]) -> list[Item]:
+        if not ids:
+            raise BadRequest("no ids in the request")
+        col = self._collection(collection)
+        return await self._store(col.get, ids)
+
+    async def index_images(
+        self, collection: str, batch: list[tuple[str, bytes, str, str]]
+    ) -> list[IndexOutcome]:
+        """Index ``(id, image bytes, uri, metadata_json)``; duplicates by content hash are skipped.
+
+        Per-item results: one bad image fails only itself.
+        """
+        col = self._collection(collection)
+        hashes = [hashlib.sha256(data).hexdigest() for _, data, _, _ in batch]
+        known = await self._store(col.known_hashes, hashes)
+        outcomes: list[IndexOutcome | None] = [None] * len(batch)
+        todo = []
+        for i, ((item_id, data, uri, meta_text), digest) in enumerate(
+            zip(batch, hashes, strict=True)
+        ):
+            item_id = item_id or digest
+            if digest in known:
+                outcomes[i] = IndexOutcome(item_id, "duplicate")
+                continue
+            try:
+                metadata = parse_metadata(meta_text)
+                pixels = await asyncio.get_running_loop().run_in_executor(
+                    self._decode_pool,
+                    decode_for_model,
+                    data,
+                    self.manifest.input_size,
+                    self.config.limits,
+                )
+            except (InvalidImage, BadRequest) as exc:
+                outcomes[i] = IndexOutcome(item_id, "failed", str(exc))
+                continue
+            known.add(digest)
+            todo.append((i, item_id, pixels, uri, digest, metadata))
+        if todo:
+            vectors = await self.embed_pixels(np.stack([t[2] for t in todo]))
+            items = [
+                NewItem(item_id, v, uri, digest, metadata)
+                for (_, item_id, _, uri, digest, metadata), v in zip(todo, vectors, strict=True)
+            ]
+            await self._store(col.upsert, items)
+            for i, item_id, *_ in todo:
+                outcomes[i] = IndexOutcome(item_id, "indexed")
+        return outcomes  # type: ignore[return-value]
+
+    # -- image-to-image (models arrive with the decoder/denoiser issue) ---------------------------
+    async def denoise(self, image: bytes, sigma: float) -> bytes:
+        raise MissingModel(
+            f"the bundle at {self.config.bundle} has no denoiser; export one with 'simclr export'"
+        )
+
+    async def reconstruct(self, image: bytes | None, embedding: np.ndarray | None) -> bytes:
+        raise MissingModel(
+            f"the bundle at {self.config.bundle} has no decoder; export one with 'simclr export'"
+        )
+
+    # -- info -------------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        collections = []
+        for name in self.store.list():
+            stats = self.store.get(name).stats()
+            collections.append(
+                {
+                    "name": name,
+                    "count": stats["count"],
+                    "index_kind": stats["index"]["kind"],
+                    "metric": stats["metric"],
+                    "dim": stats["dim"],
+                }
+            )
+        return {
+            "server_version": VERSION,
+            "manifest": self.manifest.data,
+            "embedding_dim": self.manifest.embedding_dim,
+            "embedding_normalized": self.manifest.normalized,
+            "collections": collections,
+            "default_collection": self.config.default_collection,
+            "max_batch": self.config.max_request_images,
+            "max_k": min(self.config.max_k, MAX_K),
+            "max_image_bytes": self.config.limits.max_bytes,
+            "max_image_pixels": self.config.limits.max_pixels,
+            "providers": self.encoder.providers,
+            "has_denoiser": self.manifest.has("denoiser"),
+            "has_decoder": self.manifest.has("decoder"),
+            "time": time.time(),
+        }

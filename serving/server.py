@@ -1,0 +1,275 @@
+"""Start-up and shutdown of the gRPC server (``simclr serve``).
+
+Order: health NOT_SERVING -> listen -> load bundle and open store -> SERVING. On SIGTERM/SIGINT:
+NOT_SERVING -> stop accepting, let in-flight calls finish (grace period) -> snapshot the index ->
+exit. Configuration: flags, each with an environment variable (``SIMCLR_<FLAG>``) and a default
+that works out of the box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from protos.simclr.v1 import search_pb2, search_pb2_grpc
+from serving.core import SearchService, ServiceConfig
+from serving.images import ImageLimits
+from serving.interceptors import (
+    BATCH_SIZE,
+    INDEX_SIZE,
+    QUEUE_DEPTH,
+    AuthInterceptor,
+    LimitAndMetricsInterceptor,
+)
+from serving.servicer import ImageSearchServicer
+
+log = logging.getLogger("simclr.serve")
+SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["ImageSearch"].full_name
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class ServerOptions:
+    address: str = "127.0.0.1:50051"
+    metrics_port: int = 0
+    token: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    max_concurrent: int = 64
+    grace_seconds: float = 10.0
+
+
+class RunningServer:
+    """A started server; ``port`` is the bound port (useful with port 0 in tests)."""
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        service: SearchService,
+        health_servicer,
+        port: int,
+        grace: float,
+    ):
+        self.server, self.service, self.health, self.port, self.grace = (
+            server,
+            service,
+            health_servicer,
+            port,
+            grace,
+        )
+        self._metrics_task: asyncio.Task | None = None
+
+    def server_in_flight(self) -> int:
+        """RPCs being served now (health and reflection excluded)."""
+        return self.limiter.in_flight
+
+    async def load(self) -> None:
+        """Load the bundle and open the store, then report SERVING."""
+        await self.service.start()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    async def begin_shutdown(self) -> None:
+        """Report NOT_SERVING so load balancers stop sending new calls."""
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    async def _set_health(self, status) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def stop(self) -> None:
+        """Graceful: NOT_SERVING first, then finish in-flight calls, then persist the index."""
+        await self.begin_shutdown()
+        await self.server.stop(self.grace)
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
+        await self.service.stop()
+
+
+async def start_server(config: ServiceConfig, options: ServerOptions) -> RunningServer:
+    """Listen (NOT_SERVING), load the models and the store, then report SERVING."""
+    running = await create_server(config, options)
+    try:
+        await running.load()
+    except BaseException:
+        await running.server.stop(0)
+        raise
+    if options.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(options.metrics_port)
+        running._metrics_task = asyncio.get_running_loop().create_task(
+            _export_gauges(running.service)
+        )
+    log.info(
+        "serving simclr.v1.ImageSearch on %s (port %d)%s",
+        options.address,
+        running.port,
+        ", TLS" if options.tls_cert else "",
+    )
+    return running
+
+
+async def create_server(config: ServiceConfig, options: ServerOptions) -> RunningServer:
+    """A listening server that answers health checks with NOT_SERVING until :meth:`RunningServer.load`."""
+    limiter = LimitAndMetricsInterceptor(options.max_concurrent)
+    interceptors: list[grpc.aio.ServerInterceptor] = [limiter]
+    if options.token:
+        interceptors.insert(0, AuthInterceptor(options.token))
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    service = SearchService(config)
+    search_pb2_grpc.add_ImageSearchServicer_to_server(ImageSearchServicer(service), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, reflection.SERVICE_NAME, health.SERVICE_NAME), server
+    )
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    if options.tls_cert:
+        credentials = grpc.ssl_server_credentials(
+            [(Path(options.tls_key).read_bytes(), Path(options.tls_cert).read_bytes())]
+        )
+        port = server.add_secure_port(options.address, credentials)
+    else:
+        port = server.add_insecure_port(options.address)
+    if port == 0:
+        raise OSError(f"cannot listen on {options.address}")
+    await server.start()
+    running = RunningServer(server, service, health_servicer, port, options.grace_seconds)
+    running.limiter = limiter
+    return running
+
+
+async def _export_gauges(service: SearchService) -> None:
+    seen = 0
+    while True:
+        QUEUE_DEPTH.set(service.batcher.queue_depth if service.batcher else 0)
+        sizes = service.batch_sizes
+        for size in sizes[seen:]:
+            BATCH_SIZE.observe(size)
+        seen = len(sizes)
+        if service.store is not None:
+            for name in service.store.list():
+                INDEX_SIZE.labels(name).set(service.store.get(name).count())
+        await asyncio.sleep(1.0)
+
+
+def _env(name: str, default):
+    value = os.environ.get(f"SIMCLR_{name.upper()}")
+    if value is None:
+        return default
+    return (
+        type(default)(value)
+        if not isinstance(default, bool)
+        else value.lower() in {"1", "true", "yes"}
+    )
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    d, o = ServiceConfig(Path("."), Path(".")), ServerOptions()
+    p = argparse.ArgumentParser(
+        description="serve embeddings and reverse image search over gRPC", add_help=add_help
+    )
+    p.add_argument(
+        "--bundle", default=_env("bundle", "bundle"), help="model bundle folder (SIMCLR_BUNDLE)"
+    )
+    p.add_argument("--store", default=_env("store", "store"), help="index folder (SIMCLR_STORE)")
+    p.add_argument("--address", default=_env("address", o.address), help="host:port to listen on")
+    p.add_argument(
+        "--collection", default=_env("collection", d.default_collection), help="default collection"
+    )
+    p.add_argument("--metric", default=_env("metric", d.metric), choices=["cosine", "ip", "l2"])
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        default=_env("int8", False),
+        help="use the bundle's INT8 encoder",
+    )
+    p.add_argument("--device", default=_env("device", d.device), help="auto, cpu or cuda")
+    p.add_argument(
+        "--max-batch", type=int, default=_env("max_batch", d.max_batch), help="micro-batch size"
+    )
+    p.add_argument("--max-wait-ms", type=float, default=_env("max_wait_ms", d.max_wait_ms))
+    p.add_argument("--ort-threads", type=int, default=_env("ort_threads", d.ort_threads))
+    p.add_argument("--decode-threads", type=int, default=_env("decode_threads", d.decode_threads))
+    p.add_argument("--faiss-threads", type=int, default=_env("faiss_threads", d.faiss_threads))
+    p.add_argument("--max-concurrent", type=int, default=_env("max_concurrent", o.max_concurrent))
+    p.add_argument(
+        "--max-image-bytes", type=int, default=_env("max_image_bytes", ImageLimits().max_bytes)
+    )
+    p.add_argument(
+        "--max-image-pixels", type=int, default=_env("max_image_pixels", ImageLimits().max_pixels)
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=_env("metrics_port", 9100),
+        help="Prometheus; 0 disables",
+    )
+    p.add_argument(
+        "--token", default=_env("token", ""), help="require this bearer token (SIMCLR_TOKEN)"
+    )
+    p.add_argument("--tls-cert", default=_env("tls_cert", ""))
+    p.add_argument("--tls-key", default=_env("tls_key", ""))
+    p.add_argument("--grace-seconds", type=float, default=_env("grace_seconds", o.grace_seconds))
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[ServiceConfig, ServerOptions]:
+    config = ServiceConfig(
+        bundle=Path(args.bundle),
+        store=Path(args.store),
+        default_collection=args.collection,
+        metric=args.metric,
+        int8=args.int8,
+        device=args.device,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        decode_threads=args.decode_threads,
+        ort_threads=args.ort_threads,
+        faiss_threads=args.faiss_threads,
+        limits=ImageLimits(args.max_image_bytes, args.max_image_pixels),
+    )
+    options = ServerOptions(
+        args.address,
+        args.metrics_port,
+        args.token,
+        args.tls_cert,
+        args.tls_key,
+        args.max_concurrent,
+        args.grace_seconds,
+    )
+    return config, options
+
+
+async def serve_forever(config: ServiceConfig, options: ServerOptions) -> None:
+    running = await start_server(config, options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"simclr serve: listening on port {running.port}", flush=True)
+    await stop.wait()
+    log.info("shutting down: finishing in-flight calls, then saving the index")
+    await running.stop()
+
+
+def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    config, options = config_from_args(args)
+    asyncio.run(serve_forever(config, options))
+    return 0

@@ -1,0 +1,207 @@
+"""The gRPC servicer: protos in, core calls, protos out; domain errors mapped to status codes once.
+
+Every RPC goes through :func:`_rpc`, which aborts with the code ``errors.status_for`` gives and the
+error's own message. An unexpected exception is logged with its traceback and answered INTERNAL
+with a short message; a deadline the client set is passed to the core as a cancellation.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from typing import Any
+
+import grpc
+import numpy as np
+
+from protos.simclr.v1 import search_pb2 as pb
+from protos.simclr.v1 import search_pb2_grpc as pb_grpc
+from serving.core import SearchService, UpsertInput, parse_metadata
+from serving.errors import BadRequest, status_for
+
+log = logging.getLogger(__name__)
+
+
+def _rpc(method):
+    @functools.wraps(method)
+    async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        if not self.service.ready:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the server is starting or shutting down; retry"
+            )
+        try:
+            return await method(self, request, context)
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError | grpc.RpcError):
+                raise
+            code = status_for(exc)
+            if code is None:
+                log.exception("unexpected error in %s", method.__name__)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see server log"
+                )
+            await context.abort(code, str(exc))
+
+    return wrapper
+
+
+def _vector(embedding: pb.Embedding) -> np.ndarray:
+    return np.asarray(embedding.values, dtype=np.float32)
+
+
+def _filter(message: pb.SearchRequest) -> tuple[str, Any] | None:
+    if not message.HasField("filter"):
+        return None
+    which = message.filter.WhichOneof("value")
+    if which is None:
+        raise BadRequest(f"filter on {message.filter.field!r} has no value")
+    return message.filter.field, getattr(message.filter, which)
+
+
+def _hit(hit) -> pb.SearchHit:
+    return pb.SearchHit(
+        id=hit.external_id, score=hit.score, uri=hit.uri, metadata_json=json.dumps(hit.metadata)
+    )
+
+
+class ImageSearchServicer(pb_grpc.ImageSearchServicer):
+    def __init__(self, service: SearchService) -> None:
+        self.service = service
+
+    @_rpc
+    async def Embed(self, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
+        vectors = await self.service.embed([image.data for image in request.images])
+        model = self.service.manifest.data["model"]
+        return pb.EmbedResponse(
+            embeddings=[pb.Embedding(values=v.tolist()) for v in vectors],
+            model=f"{model['name']}:{model['version']}",
+        )
+
+    @_rpc
+    async def Denoise(self, request: pb.DenoiseRequest, context) -> pb.DenoiseResponse:
+        return pb.DenoiseResponse(
+            png=await self.service.denoise(request.image.data, request.noise_sigma)
+        )
+
+    @_rpc
+    async def Reconstruct(self, request: pb.ReconstructRequest, context) -> pb.ReconstructResponse:
+        which = request.WhichOneof("source")
+        if which is None:
+            raise BadRequest("Reconstruct needs an image or an embedding")
+        image = request.image.data if which == "image" else None
+        embedding = _vector(request.embedding) if which == "embedding" else None
+        return pb.ReconstructResponse(png=await self.service.reconstruct(image, embedding))
+
+    @_rpc
+    async def Search(self, request: pb.SearchRequest, context) -> pb.SearchResponse:
+        which = request.WhichOneof("query")
+        if which is None:
+            raise BadRequest("Search needs a query: image, vector or id")
+        hits = await self.service.search(
+            request.collection,
+            request.k,
+            image=request.image.data if which == "image" else None,
+            vector=_vector(request.vector) if which == "vector" else None,
+            item_id=request.id if which == "id" else None,
+            filter=_filter(request),
+        )
+        return pb.SearchResponse(hits=[_hit(h) for h in hits])
+
+    @_rpc
+    async def Upsert(self, request: pb.UpsertRequest, context) -> pb.UpsertResponse:
+        items = []
+        for item in request.items:
+            which = item.WhichOneof("content")
+            items.append(
+                UpsertInput(
+                    id=item.id,
+                    image=item.image.data if which == "image" else None,
+                    embedding=_vector(item.embedding) if which == "embedding" else None,
+                    uri=item.uri,
+                    metadata=parse_metadata(item.metadata_json),
+                )
+            )
+        return pb.UpsertResponse(ids=await self.service.upsert(request.collection, items))
+
+    @_rpc
+    async def Delete(self, request: pb.DeleteRequest, context) -> pb.DeleteResponse:
+        deleted = await self.service.delete(
+            request.collection, list(request.ids), request.ignore_missing
+        )
+        return pb.DeleteResponse(deleted=deleted)
+
+    @_rpc
+    async def Get(self, request: pb.GetRequest, context) -> pb.GetResponse:
+        items = await self.service.get(request.collection, list(request.ids))
+        return pb.GetResponse(
+            items=[
+                pb.StoredItem(
+                    id=i.external_id,
+                    uri=i.uri,
+                    content_sha256=i.content_hash,
+                    metadata_json=json.dumps(i.metadata),
+                    embedding=pb.Embedding(values=i.vector.tolist())
+                    if request.include_embeddings
+                    else None,
+                )
+                for i in items
+            ]
+        )
+
+    async def IndexImages(self, request_iterator, context):
+        if not self.service.ready:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the server is starting or shutting down; retry"
+            )
+        statuses = {
+            "indexed": pb.IndexImagesResult.INDEXED,
+            "duplicate": pb.IndexImagesResult.SKIPPED_DUPLICATE,
+            "failed": pb.IndexImagesResult.FAILED,
+        }
+        collection = ""
+        batch: list[tuple[str, bytes, str, str]] = []
+        try:
+            async for request in request_iterator:
+                collection = request.collection or collection
+                batch.append((request.id, request.image.data, request.uri, request.metadata_json))
+                if len(batch) >= self.service.config.max_batch:
+                    for outcome in await self.service.index_images(collection, batch):
+                        yield pb.IndexImagesResult(
+                            id=outcome.id, status=statuses[outcome.status], error=outcome.error
+                        )
+                    batch = []
+            if batch:
+                for outcome in await self.service.index_images(collection, batch):
+                    yield pb.IndexImagesResult(
+                        id=outcome.id, status=statuses[outcome.status], error=outcome.error
+                    )
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError | grpc.RpcError):
+                raise
+            code = status_for(exc)
+            if code is None:
+                log.exception("unexpected error in IndexImages")
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, "internal error in IndexImages; see server log"
+                )
+            await context.abort(code, str(exc))
+
+    @_rpc
+    async def GetInfo(self, request: pb.GetInfoRequest, context) -> pb.GetInfoResponse:
+        info = self.service.info()
+        return pb.GetInfoResponse(
+            server_version=info["server_version"],
+            manifest_json=json.dumps(info["manifest"]),
+            embedding_dim=info["embedding_dim"],
+            embedding_normalized=info["embedding_normalized"],
+            collections=[pb.CollectionInfo(**c) for c in info["collections"]],
+            default_collection=info["default_collection"],
+            max_batch=info["max_batch"],
+            max_k=info["max_k"],
+            max_image_bytes=info["max_image_bytes"],
+            max_image_pixels=info["max_image_pixels"],
+            providers=info["providers"],
+            has_denoiser=info["has_denoiser"],
+            has_decoder=info["has_decoder"],
+        )

@@ -1,0 +1,54 @@
+"""A real gRPC server on a loopback port, run in a background event loop, for tests to call."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from serving.core import ServiceConfig
+from serving.server import RunningServer, ServerOptions, start_server
+
+
+class ServerThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float = 120):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[ServerThread]:
+    thread = ServerThread()
+    yield thread
+    thread.close()
+
+
+def make_config(bundle: Path, store: Path, **overrides) -> ServiceConfig:
+    values = dict(
+        bundle=bundle, store=store, max_batch=16, max_wait_ms=2.0, decode_threads=2, ort_threads=1
+    )
+    values.update(overrides)
+    return ServiceConfig(**values)
+
+
+@pytest.fixture
+def server(
+    tiny_bundle, tmp_path: Path, loop_thread: ServerThread
+) -> Iterator[tuple[RunningServer, str]]:
+    bundle, _ = tiny_bundle
+    running = loop_thread.run(
+        start_server(make_config(bundle, tmp_path / "store"), ServerOptions(address="127.0.0.1:0"))
+    )
+    yield running, f"127.0.0.1:{running.port}"
+    loop_thread.run(running.stop())

@@ -1,0 +1,326 @@
+"""Every RPC against a real server on a loopback port, through a real stub; bad inputs; lifecycle."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image
+
+from bundle.sources import iter_image_bytes
+from protos.simclr.v1 import search_pb2 as pb
+from protos.simclr.v1 import search_pb2_grpc as pb_grpc
+from serving.client import Client
+from serving.server import ServerOptions, create_server, start_server
+from tests.serving.conftest import make_config
+
+
+def _images(library: Path) -> list[bytes]:
+    return [data for _, data in iter_image_bytes(library)]
+
+
+def _code(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code()
+
+
+def _png(width: int, height: int, mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_every_rpc(server, tiny_bundle) -> None:
+    _, address = server
+    _, library = tiny_bundle
+    images = _images(library)
+    with Client(address) as client:
+        info = client.info()
+        assert info.embedding_dim == 64 and info.embedding_normalized
+        assert info.default_collection == "images" and info.providers == ["CPUExecutionProvider"]
+        assert json.loads(info.manifest_json)["format_version"] == 1
+
+        vectors = client.embed(images[:5])
+        assert vectors.shape == (5, 64)
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+        ids = client.upsert_images([(f"img{i}", data) for i, data in enumerate(images[:20])])
+        assert ids == [f"img{i}" for i in range(20)]
+        client.upsert_vectors([("vec", vectors[0])])
+
+        hits = client.search(image=images[3], k=3)
+        assert hits[0].id == "img3" and hits[0].score == pytest.approx(1.0, abs=1e-4)
+        assert client.search(vector=vectors[1], k=1)[0].id == "img1"
+        more = client.search(id="img2", k=4)
+        assert len(more) == 4 and "img2" not in [h.id for h in more]
+
+        stored = client.get(["img4"], include_embeddings=True)[0]
+        assert stored.content_sha256 and len(stored.embedding.values) == 64
+        assert client.delete(["img4"]) == 1
+        assert "img4" not in [h.id for h in client.search(image=images[4], k=25)]
+
+        results = list(
+            client.index_images(
+                [
+                    ("a", images[30], "/lib/a.jpg", {"album": "x"}),
+                    ("b", b"not an image", "/lib/b.jpg", {}),
+                    ("c", images[3], "/lib/c.jpg", {}),
+                    ("d", images[31], "/lib/d.jpg", {"album": "x"}),
+                ]
+            )
+        )
+        statuses = {r.id: r.status for r in results}
+        assert statuses == {
+            "a": pb.IndexImagesResult.INDEXED,
+            "b": pb.IndexImagesResult.FAILED,
+            "c": pb.IndexImagesResult.SKIPPED_DUPLICATE,
+            "d": pb.IndexImagesResult.INDEXED,
+        }
+        assert "cannot decode" in next(r.error for r in results if r.id == "b")
+        filtered = client.search(image=images[0], k=5, filter=("album", "x"))
+        assert {h.id for h in filtered} == {"a", "d"}
+
+        assert _code(lambda: client.denoise(images[0])) == grpc.StatusCode.FAILED_PRECONDITION
+        request = pb.ReconstructRequest(embedding=pb.Embedding(values=vectors[0].tolist()))
+        assert (
+            _code(lambda: client.stub.Reconstruct(request)) == grpc.StatusCode.FAILED_PRECONDITION
+        )
+
+
+@pytest.mark.parametrize(
+    ("name", "payload"),
+    [
+        ("truncated jpeg", "truncated"),
+        ("decompression bomb", "bomb"),
+        ("zero bytes", b""),
+        ("text as an image", b"hello, I am a text file"),
+    ],
+)
+def test_bad_images_are_invalid_argument(server, tiny_bundle, name: str, payload) -> None:
+    _, address = server
+    _, library = tiny_bundle
+    if payload == "truncated":
+        payload = next(d for d in _images(library) if d[:2] == b"\xff\xd8")[:100]
+    elif payload == "bomb":
+        payload = _png(20_000, 20_000, "1")  # 400 Mpx declared in a few kB
+    with Client(address) as client:
+        with pytest.raises(grpc.RpcError) as info:
+            client.embed([payload])
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+        assert info.value.details()
+
+
+def test_bad_requests_get_the_right_codes(server, tiny_bundle) -> None:
+    _, address = server
+    _, library = tiny_bundle
+    image = _images(library)[0]
+    with Client(address) as client:
+        client.upsert_images([("known", image)])
+        cases = {
+            "wrong embedding dimension": (
+                lambda: client.search(vector=np.ones(7), k=1),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ),
+            "unknown id in search": (
+                lambda: client.search(id="nope", k=1),
+                grpc.StatusCode.NOT_FOUND,
+            ),
+            "unknown id in get": (lambda: client.get(["nope"]), grpc.StatusCode.NOT_FOUND),
+            "unknown id in delete": (lambda: client.delete(["nope"]), grpc.StatusCode.NOT_FOUND),
+            "k of 0": (lambda: client.search(image=image, k=0), grpc.StatusCode.INVALID_ARGUMENT),
+            "k of 10^9": (
+                lambda: client.search(image=image, k=10**9),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ),
+            "unknown collection": (
+                lambda: client.search(image=image, k=1, collection="other"),
+                grpc.StatusCode.NOT_FOUND,
+            ),
+            "no query": (
+                lambda: client.stub.Search(pb.SearchRequest(k=1)),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ),
+            "bad metadata": (
+                lambda: client.stub.Upsert(
+                    pb.UpsertRequest(
+                        items=[
+                            pb.UpsertItem(
+                                id="x", image=pb.Image(data=image), metadata_json="[1, 2]"
+                            )
+                        ]
+                    )
+                ),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ),
+            "empty embed": (lambda: client.embed([]), grpc.StatusCode.INVALID_ARGUMENT),
+        }
+        for name, (call, expected) in cases.items():
+            with pytest.raises(grpc.RpcError) as info:
+                call()
+            assert info.value.code() == expected, name
+            assert info.value.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL)
+        assert client.delete(["nope", "known"], ignore_missing=True) == 1
+
+
+def test_deadline_exceeded(server, tiny_bundle) -> None:
+    _, address = server
+    _, library = tiny_bundle
+    images = _images(library) * 5
+    with Client(address, timeout=0.001) as client:
+        assert _code(lambda: client.embed(images)) == grpc.StatusCode.DEADLINE_EXCEEDED
+    with Client(address) as client:  # the server is fine afterwards
+        assert client.embed(images[:1]).shape == (1, 64)
+
+
+def test_auth_on_and_off(tiny_bundle, tmp_path: Path, loop_thread) -> None:
+    bundle, library = tiny_bundle
+    running = loop_thread.run(
+        start_server(
+            make_config(bundle, tmp_path / "store"),
+            ServerOptions(address="127.0.0.1:0", token="s3cret"),
+        )
+    )
+    address = f"127.0.0.1:{running.port}"
+    image = _images(library)[0]
+    try:
+        with Client(address) as anonymous:
+            with pytest.raises(grpc.RpcError) as info:
+                anonymous.embed([image])
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "bearer token" in info.value.details()
+            health = health_pb2_grpc.HealthStub(anonymous.channel)
+            assert (
+                health.Check(health_pb2.HealthCheckRequest()).status
+                == health_pb2.HealthCheckResponse.SERVING
+            )
+        with Client(address, token="wrong") as wrong:
+            assert _code(lambda: wrong.embed([image])) == grpc.StatusCode.UNAUTHENTICATED
+        with Client(address, token="s3cret") as client:
+            assert client.embed([image]).shape == (1, 64)
+    finally:
+        loop_thread.run(running.stop())
+
+
+def test_health_transitions(tiny_bundle, tmp_path: Path, loop_thread) -> None:
+    bundle, _ = tiny_bundle
+    running = loop_thread.run(
+        create_server(make_config(bundle, tmp_path / "store"), ServerOptions(address="127.0.0.1:0"))
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    health = health_pb2_grpc.HealthStub(channel)
+    search = pb_grpc.ImageSearchStub(channel)
+    statuses = health_pb2.HealthCheckResponse
+    try:
+        assert health.Check(health_pb2.HealthCheckRequest()).status == statuses.NOT_SERVING
+        assert _code(lambda: search.GetInfo(pb.GetInfoRequest())) == grpc.StatusCode.UNAVAILABLE
+        loop_thread.run(running.load())
+        assert (
+            health.Check(health_pb2.HealthCheckRequest(service="simclr.v1.ImageSearch")).status
+            == statuses.SERVING
+        )
+        loop_thread.run(running.begin_shutdown())
+        assert health.Check(health_pb2.HealthCheckRequest()).status == statuses.NOT_SERVING
+    finally:
+        channel.close()
+        loop_thread.run(running.stop())
+
+
+def test_missing_bundle_never_serves(tmp_path: Path, loop_thread) -> None:
+    from bundle.manifest import BundleError
+
+    with pytest.raises(BundleError, match=r"manifest\.json is missing"):
+        loop_thread.run(
+            start_server(
+                make_config(tmp_path / "no-bundle", tmp_path / "store"),
+                ServerOptions(address="127.0.0.1:0"),
+            )
+        )
+
+
+def test_restart_keeps_the_index(tiny_bundle, tmp_path: Path, loop_thread) -> None:
+    bundle, library = tiny_bundle
+    images = _images(library)
+    config = make_config(bundle, tmp_path / "store")
+    running = loop_thread.run(start_server(config, ServerOptions(address="127.0.0.1:0")))
+    with Client(f"127.0.0.1:{running.port}") as client:
+        client.upsert_images([(f"img{i}", data) for i, data in enumerate(images[:10])])
+    loop_thread.run(running.stop())
+    running = loop_thread.run(start_server(config, ServerOptions(address="127.0.0.1:0")))
+    try:
+        with Client(f"127.0.0.1:{running.port}") as client:
+            assert client.info().collections[0].count == 10
+            assert client.search(image=images[6], k=1)[0].id == "img6"
+    finally:
+        loop_thread.run(running.stop())
+
+
+def test_concurrent_upsert_and_search(server, tiny_bundle) -> None:
+    _, address = server
+    _, library = tiny_bundle
+    images = _images(library)
+    errors: list[BaseException] = []
+    with Client(address) as client:
+        client.upsert_images([("seed", images[0])])
+
+        def writer(offset: int) -> None:
+            try:
+                for i in range(offset, len(images), 3):
+                    client.upsert_images([(f"w{i}", images[i])])
+            except BaseException as exc:
+                errors.append(exc)
+
+        def reader() -> None:
+            try:
+                for i in range(30):
+                    assert client.search(image=images[i % len(images)], k=5)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(o,)) for o in range(3)]
+        threads += [threading.Thread(target=reader) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors[:3]
+        assert client.info().collections[0].count == len(images) + 1
+
+
+def test_concurrency_limit_is_resource_exhausted(tiny_bundle, tmp_path: Path, loop_thread) -> None:
+    bundle, library = tiny_bundle
+    image = _images(library)[0]
+    running = loop_thread.run(
+        start_server(
+            make_config(bundle, tmp_path / "store"),
+            ServerOptions(address="127.0.0.1:0", max_concurrent=1),
+        )
+    )
+    release = threading.Event()
+    try:
+        with Client(f"127.0.0.1:{running.port}") as client:
+
+            def slow_stream():
+                yield pb.IndexImagesRequest(id="held", image=pb.Image(data=image))
+                release.wait(30)  # keeps the one allowed call open
+
+            stream = client.stub.IndexImages(slow_stream())
+            deadline = time.monotonic() + 30
+            while running.server_in_flight() == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)  # until the stream is being served
+            with pytest.raises(grpc.RpcError) as info:
+                client.embed([image])
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            release.set()
+            list(stream)
+            assert client.embed([image]).shape == (1, 64)
+    finally:
+        release.set()
+        loop_thread.run(running.stop())
