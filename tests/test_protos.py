@@ -13,11 +13,24 @@ GENERATED = ["search_pb2.py", "search_pb2.pyi", "search_pb2_grpc.py"]
 
 def test_generated_code_is_fresh(tmp_path: Path) -> None:
     (tmp_path / "protos" / "simclr" / "v1").mkdir(parents=True)
-    shutil.copy(ROOT / "protos" / "simclr" / "v1" / "search.proto", tmp_path / "protos" / "simclr" / "v1")
+    shutil.copy(
+        ROOT / "protos" / "simclr" / "v1" / "search.proto", tmp_path / "protos" / "simclr" / "v1"
+    )
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-I", ".", "--python_out=.", "--pyi_out=.",
-         "--grpc_python_out=.", "protos/simclr/v1/search.proto"],
-        cwd=tmp_path, check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-I",
+            ".",
+            "--python_out=.",
+            "--pyi_out=.",
+            "--grpc_python_out=.",
+            "protos/simclr/v1/search.proto",
+        ],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
     )
     for name in GENERATED:
         fresh = (tmp_path / "protos" / "simclr" / "v1" / name).read_text()
