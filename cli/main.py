@@ -34,6 +34,25 @@ COMMANDS: dict[str, Command] = {
     "export": Command(
         "training.export", "export a checkpoint to an ONNX model bundle (optionally INT8)"
     ),
+    "serve": Command("serving.server", "serve embeddings and reverse image search over gRPC"),
+    "index": Command(
+        "serving.commands",
+        "index a folder of images (locally or via a server)",
+        "index_parser",
+        "index_main",
+    ),
+    "search": Command(
+        "serving.commands", "reverse image search for an image file", "search_parser", "search_main"
+    ),
+    "embed": Command(
+        "serving.commands", "embeddings of image files, as JSON lines", "embed_parser", "embed_main"
+    ),
+    "denoise": Command(
+        "serving.commands", "denoise an image through the server", "denoise_parser", "denoise_main"
+    ),
+    "quickstart": Command(
+        "serving.quickstart", "the end-to-end demo: model, index, server, search"
+    ),
 }
 
 

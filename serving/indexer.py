@@ -51,11 +51,16 @@ class IndexReport:
 
 
 def read_library(folder: str | Path, skipped: list) -> Iterator[tuple[str, bytes, str, str]]:
-    """``(id, bytes, uri, metadata_json)`` per image; the id is the path relative to ``folder``."""
-    root = Path(folder)
+    """``(id, bytes, uri, metadata_json)`` per image; the id is the path relative to ``folder``
+    (or the member name inside an archive)."""
+    root = str(Path(folder))
     for record, data in iter_image_bytes(root, skipped):
         uri = record.uri
-        item_id = uri[len(str(root)) + 1 :] if uri.startswith(str(root) + "/") else uri
+        item_id = uri
+        for prefix in (root + "/", root + "::"):
+            if uri.startswith(prefix):
+                item_id = uri[len(prefix) :]
+                break
         yield item_id, data, uri, "{}"
 
 

@@ -63,13 +63,12 @@ def cifar_archive(split: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A briefly trained compact encoder exported as a bundle (with INT8), and its image library."""
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A compact encoder trained for 9 steps on a small library: ``(checkpoint, library)``."""
     from training.config import TrainConfig
-    from training.export import export_bundle
     from training.train import run
 
-    root = tmp_path_factory.mktemp("tiny-bundle")
+    root = tmp_path_factory.mktemp("tiny-run")
     library = make_library(root / "library", per_class=16)
     run(
         TrainConfig(
@@ -88,11 +87,20 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             precision="fp32",
         )
     )
-    export_bundle(
-        str(root / "run" / "checkpoint.pt"),
-        str(root / "bundle"),
-        str(library),
-        int8=True,
-        calibration_count=32,
+    return root / "run" / "checkpoint.pt", library
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(
+    tiny_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """``tiny_run``'s model exported as a bundle (with INT8): ``(bundle, library)``."""
+    from training.export import export_bundle
+
+    checkpoint, library = tiny_run
+    bundle = tmp_path_factory.mktemp("tiny-bundle") / "bundle"
+    report = export_bundle(
+        str(checkpoint), str(bundle), str(library), int8=True, calibration_count=32
     )
-    return root / "bundle", library
+    assert report["encoder_parity"]["max_abs_diff"] <= 1e-4
+    return bundle, library

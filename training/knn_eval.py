@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
 from training.checkpoint import load_checkpoint
-from training.data.library import build_library
+from training.data.library import ImageLibrary, build_library
 from training.evaluate import extract_features, knn_accuracy
 from training.models.simclr import model_from_checkpoint
 from training.precision import PRECISIONS, resolve_precision, select_device
@@ -40,26 +42,42 @@ def knn_top1(
     precision: str = "auto",
     cache_dir: str | None = None,
 ) -> float:
+    (train_x, test_x), (bank, queries) = labelled_features(
+        checkpoint, (train, test), device_name, precision, cache_dir
+    )
+    return knn_accuracy(train_x, bank.labels, test_x, queries.labels, k, temperature)
+
+
+def labelled_features(
+    checkpoint: str,
+    sources: tuple[str, str],
+    device_name: str,
+    precision: str,
+    cache_dir: str | None,
+) -> tuple[list[torch.Tensor], list[ImageLibrary]]:
+    """h of every image of a labelled train and test set, with the checkpoint's own preprocessing."""
     state = load_checkpoint(checkpoint)
     facts = state["preprocessing"]
-    model = model_from_checkpoint(state)
     device = select_device(device_name)
     precision = resolve_precision(device, precision)
-    model.to(device)
-    size = state["config"]["input_size"]
-    cache = state["config"]["input_size"] if size <= 64 else round(size * 8 / 7)
-    feats, labels = [], []
-    for source in (train, test):
-        lib = build_library(source, cache, cache_dir)
+    model = model_from_checkpoint(state).to(device)
+    size = int(facts["input_size"])
+    libs = [
+        build_library(source, size if size <= 64 else round(size * 8 / 7), cache_dir)
+        for source in sources
+    ]
+    for source, lib in zip(sources, libs, strict=True):
         if not lib.has_labels:
-            raise ValueError(f"{source} has no class sub-folders; kNN evaluation needs labels")
-        feats.append(
-            extract_features(
-                model, lib.images, size, facts["mean"], facts["std"], device, precision=precision
-            )
+            raise ValueError(f"{source} has no class sub-folders; evaluation needs labels")
+    if libs[0].classes != libs[1].classes:
+        raise ValueError("train and test images have different class folders")
+    feats = [
+        extract_features(
+            model, lib.images, size, facts["mean"], facts["std"], device, precision=precision
         )
-        labels.append(lib.labels)
-    return knn_accuracy(feats[0], labels[0], feats[1], labels[1], k, temperature)
+        for lib in libs
+    ]
+    return feats, libs
 
 
 def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:

@@ -16,11 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.checkpoint import load_checkpoint
-from training.data.library import build_library
-from training.evaluate import extract_features
-from training.models.simclr import model_from_checkpoint
-from training.precision import PRECISIONS, resolve_precision, select_device
+from training.knn_eval import labelled_features
+from training.precision import PRECISIONS
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -83,25 +80,7 @@ def linear_probe(
     precision: str = "auto",
     cache_dir: str | None = None,
 ) -> dict[str, float]:
-    state = load_checkpoint(checkpoint)
-    facts = state["preprocessing"]
-    device = select_device(device_name)
-    precision = resolve_precision(device, precision)
-    model = model_from_checkpoint(state).to(device)
-    size = state["config"]["input_size"]
-    cache = size if size <= 64 else round(size * 8 / 7)
-    libs = [build_library(source, cache, cache_dir) for source in (train, test)]
-    for source, lib in zip((train, test), libs, strict=True):
-        if not lib.has_labels:
-            raise ValueError(f"{source} has no class sub-folders; a linear probe needs labels")
-    if libs[0].classes != libs[1].classes:
-        raise ValueError("train and test images have different class folders")
-    feats = [
-        extract_features(
-            model, lib.images, size, facts["mean"], facts["std"], device, precision=precision
-        )
-        for lib in libs
-    ]
+    feats, libs = labelled_features(checkpoint, (train, test), device_name, precision, cache_dir)
     mean, std = feats[0].mean(0), feats[0].std(0) + 1e-6
     train_x, test_x = (feats[0] - mean) / std, (feats[1] - mean) / std
     train_y = torch.as_tensor(libs[0].labels)

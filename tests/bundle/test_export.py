@@ -14,45 +14,19 @@ from bundle.manifest import BundleError, load_manifest
 from bundle.preprocess import encoder_input
 from bundle.runtime import Encoder
 from bundle.sources import iter_image_bytes
-from tests.conftest import make_library
 from training.checkpoint import load_checkpoint
-from training.config import TrainConfig
 from training.data.library import build_library
-from training.export import export_bundle
 from training.models.simclr import model_from_checkpoint
-from training.train import run
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("export")
-    library = make_library(root / "library", per_class=16)
-    cfg = TrainConfig(
-        data=str(library),
-        out_dir=str(root / "run"),
-        cache_dir=str(root / "cache"),
-        workers=0,
-        width=8,
-        batch_size=16,
-        epochs=3,
-        optimizer="adamw",
-        lr=1e-3,
-        lr_scaling="none",
-        progress=False,
-        tensorboard=False,
-        precision="fp32",
-    )
-    run(cfg)
-    return root / "run" / "checkpoint.pt", library
+@pytest.fixture
+def trained(tiny_run: tuple[Path, Path]) -> tuple[Path, Path]:
+    return tiny_run
 
 
-@pytest.fixture(scope="module")
-def bundle(trained: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    checkpoint, library = trained
-    out = tmp_path_factory.mktemp("bundle") / "b"
-    report = export_bundle(str(checkpoint), str(out), str(library), int8=True, calibration_count=32)
-    assert report["encoder_parity"]["max_abs_diff"] <= 1e-4
-    return out
+@pytest.fixture
+def bundle(tiny_bundle: tuple[Path, Path]) -> Path:
+    return tiny_bundle[0]
 
 
 def _payloads(library: Path) -> list[bytes]:

@@ -1,0 +1,234 @@
+"""The service end to end on this machine: a real ``simclr serve`` process on loopback.
+
+Figures:
+  * embeddings/s through gRPC (one image per Embed call) with 1, 8 and 32 concurrent clients,
+    against in-process ONNX Runtime on the same model and images (decode + batch-32 inference);
+  * p50/p99 latency of Embed and Search at a fixed request rate;
+  * Search queries/s with 100,000 indexed items (8 concurrent clients, query by vector);
+  * ``simclr index`` images/s end to end on a folder against model-only images/s;
+  * the server's resident memory.
+
+    python benchmarks/bench_service.py --bundle models/compact-cifar10
+    python benchmarks/bench_service.py --bundle models/compact-cifar10 --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import cifar, emit
+from bundle.manifest import load_manifest
+from bundle.preprocess import encoder_input
+from bundle.runtime import Encoder
+from bundle.sources import iter_image_bytes
+from index.collection import CollectionConfig
+from index.metadata import NewItem
+from index.store import Store
+from serving.client import AsyncClient
+from serving.core import ServiceConfig
+from serving.indexer import index_local
+from serving.quickstart import start_server
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def in_process_rate(bundle: Path, images: list[bytes], seconds: float) -> float:
+    manifest = load_manifest(bundle)
+    encoder = Encoder(manifest, device="cpu", intra_threads=2)
+    count, tick = 0, time.perf_counter()
+    while time.perf_counter() - tick < seconds:
+        for start in range(0, len(images), 32):
+            batch = images[start : start + 32]
+            encoder(encoder_input(batch, manifest.input_size, manifest.mean, manifest.std))
+            count += len(batch)
+    return count / (time.perf_counter() - tick)
+
+
+def model_only_rate(bundle: Path, images: list[bytes], seconds: float, batch: int = 64) -> float:
+    """Inference alone: preprocessed batches straight into ONNX Runtime (no decoding)."""
+    manifest = load_manifest(bundle)
+    encoder = Encoder(manifest, device="cpu", intra_threads=2)
+    inputs = encoder_input(images[:batch], manifest.input_size, manifest.mean, manifest.std)
+    count, tick = 0, time.perf_counter()
+    while time.perf_counter() - tick < seconds:
+        encoder(inputs)
+        count += len(inputs)
+    return count / (time.perf_counter() - tick)
+
+
+async def grpc_rate(address: str, images: list[bytes], clients: int, seconds: float) -> float:
+    count = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(offset: int) -> None:
+        nonlocal count
+        async with AsyncClient(address) as client:
+            i = offset
+            while time.perf_counter() < stop:
+                await client.embed([images[i % len(images)]])
+                count += 1
+                i += clients
+
+    tick = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(clients)))
+    return count / (time.perf_counter() - tick)
+
+
+async def latency(
+    address: str, call: str, payloads: list, rate: float, seconds: float
+) -> dict[str, float]:
+    async with AsyncClient(address) as client:
+        times: list[float] = []
+        tasks = []
+
+        async def one(payload) -> None:
+            tick = time.perf_counter()
+            if call == "embed":
+                await client.embed([payload])
+            else:
+                await client.search(vector=payload, k=10)
+            times.append(time.perf_counter() - tick)
+
+        start = time.perf_counter()
+        n = int(rate * seconds)
+        for i in range(n):
+            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(payloads[i % len(payloads)])))
+        await asyncio.gather(*tasks)
+    ms = np.array(times) * 1000
+    return {
+        "rate_per_s": rate,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
+
+
+async def search_qps(address: str, queries: np.ndarray, clients: int, seconds: float) -> float:
+    count = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(offset: int) -> None:
+        nonlocal count
+        async with AsyncClient(address) as client:
+            i = offset
+            while time.perf_counter() < stop:
+                await client.search(vector=queries[i % len(queries)], k=10, collection="vectors")
+                count += 1
+                i += clients
+
+    tick = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(clients)))
+    return count / (time.perf_counter() - tick)
+
+
+def fill_vectors(store_root: Path, dim: int, n: int) -> None:
+    store = Store(store_root)
+    col = store.create("vectors", CollectionConfig(dim=dim))
+    rng = np.random.default_rng(0)
+    for start in range(0, n, 5000):
+        vectors = rng.normal(size=(min(5000, n - start), dim)).astype(np.float32)
+        col.add([NewItem(f"v{start + i}", v) for i, v in enumerate(vectors)])
+    store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--bundle", default=str(ROOT / "models" / "compact-cifar10"))
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    bundle = Path(args.bundle)
+    seconds = 3.0 if args.quick else 10.0
+    work = Path(tempfile.mkdtemp(prefix="simclr-service-bench-"))
+    images = [
+        data
+        for _, data in zip(
+            range(2000), (d for _, d in iter_image_bytes(cifar("test"))), strict=False
+        )
+    ]
+    manifest = load_manifest(bundle)
+    result: dict = {"quick": args.quick, "bundle": str(bundle)}
+
+    inproc = in_process_rate(bundle, images, seconds)
+    print(f"in-process ONNX Runtime (decode + batch 32): {inproc:.0f} images/s")
+    n_vectors = 10_000 if args.quick else 100_000
+    fill_vectors(work / "store", manifest.embedding_dim, n_vectors)
+    proc, address = start_server(
+        bundle, work / "store", "--max-concurrent", "256", "--ort-threads", "2"
+    )
+    try:
+        result["in_process_images_per_s"] = inproc
+        for clients in (1, 8, 32):
+            rate = asyncio.run(grpc_rate(address, images, clients, seconds))
+            result[f"grpc_images_per_s_{clients}_clients"] = rate
+            print(
+                f"gRPC Embed, {clients:2d} concurrent clients: {rate:7.0f} images/s = {rate / inproc:.2f} of in-process"
+            )
+        result["grpc_vs_in_process_32"] = result["grpc_images_per_s_32_clients"] / inproc
+        result["embed_latency"] = asyncio.run(latency(address, "embed", images, 100.0, seconds))
+        queries = (
+            np.random.default_rng(1).normal(size=(1000, manifest.embedding_dim)).astype(np.float32)
+        )
+        result["search_latency"] = asyncio.run(
+            latency(address, "search", list(queries), 100.0, seconds)
+        )
+        print(
+            f"Embed at 100/s: p50 {result['embed_latency']['p50_ms']:.1f} ms, p99 {result['embed_latency']['p99_ms']:.1f} ms"
+        )
+        print(
+            f"Search at 100/s: p50 {result['search_latency']['p50_ms']:.1f} ms, "
+            f"p99 {result['search_latency']['p99_ms']:.1f} ms"
+        )
+        qps = asyncio.run(search_qps(address, queries, 8, seconds))
+        result["search_qps_8_clients"] = qps
+        result["indexed_vectors"] = n_vectors
+        print(f"Search over {n_vectors:,} items, 8 clients: {qps:.0f} queries/s")
+        result["server_rss_mb"] = rss_mb(proc.pid)
+        print(f"server resident memory: {result['server_rss_mb']:.0f} MB")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+    library = cifar("test") if args.quick else cifar("train")
+    n_library = sum(1 for _ in iter_image_bytes(library)) if args.quick else 50_000
+    model_only = model_only_rate(bundle, images, seconds)
+    report = asyncio.run(
+        index_local(
+            library,
+            ServiceConfig(bundle=bundle, store=work / "index-store"),
+            batch_size=64,
+            progress=False,
+        )
+    )
+    result["index_images_per_s"] = report.images_per_s
+    result["model_only_images_per_s"] = model_only
+    result["index_vs_model_only"] = report.images_per_s / model_only
+    print(
+        f"simclr index on {library.name} ({n_library} images): {report.images_per_s:.0f} images/s end to end, "
+        f"model only {model_only:.0f} images/s: {report.images_per_s / model_only:.2f}"
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

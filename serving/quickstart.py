@@ -1,0 +1,187 @@
+"""``simclr quickstart``: the whole product on the embedded default, end to end.
+
+1. a model bundle: the one the repository ships (``models/compact-cifar10``, reproduced by the
+   commands in its ``README.md``), or ``--bundle``;
+2. index an image library (default: CIFAR-10 test from ``../shared`` if present) into a local store
+   (FAISS on disk + SQLite), resumably;
+3. start ``simclr serve`` as a real server process on a free loopback port;
+4. reverse image search with edited copies (cropped, flipped, recoloured) of indexed images, and a
+   denoise call;
+5. print the results and save a PNG grid (query, then its neighbours) to ``runs/quickstart/grid.png``;
+6. stop the server gracefully (the index is snapshotted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+
+from bundle.sources import iter_image_bytes
+from serving.client import Client
+from serving.core import ServiceConfig
+from serving.indexer import index_local
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_BUNDLE = ROOT / "models" / "compact-cifar10"
+DEFAULT_LIBRARY = ROOT.parent / "shared" / "datasets" / "cifar10-jpg" / "test.tar.gz"
+
+
+def edits(data: bytes) -> dict[str, bytes]:
+    """Edited copies of an image: a crop, a mirror image and a recolouring."""
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = image.size
+    crop = image.crop((int(0.1 * w), int(0.1 * h), int(0.9 * w), int(0.9 * h))).resize(
+        (w, h), Image.BICUBIC
+    )
+    recolour = ImageEnhance.Color(ImageEnhance.Brightness(image).enhance(1.25)).enhance(0.6)
+    out = {}
+    for name, edited in {
+        "crop": crop,
+        "flip": ImageOps.mirror(image),
+        "recolour": recolour,
+    }.items():
+        buffer = io.BytesIO()
+        edited.save(buffer, "PNG")
+        out[name] = buffer.getvalue()
+    return out
+
+
+def start_server(bundle: Path, store: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    """``simclr serve`` in a child process on a free loopback port; returns it and its address."""
+    command = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "serve",
+        "--bundle",
+        str(bundle),
+        "--store",
+        str(store),
+    ]
+    command += ["--address", "127.0.0.1:0", "--metrics-port", "0", *extra]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if "listening on port" not in line:
+        proc.kill()
+        raise RuntimeError(f"the server did not start: {line!r}")
+    return proc, f"127.0.0.1:{int(line.rsplit(' ', 1)[-1])}"
+
+
+def grid(rows: list[list[bytes]], path: Path, cell: int = 64) -> None:
+    width = max(len(r) for r in rows)
+    canvas = Image.new("RGB", (width * (cell + 4), len(rows) * (cell + 4)), "white")
+    for y, row in enumerate(rows):
+        for x, data in enumerate(row):
+            tile = Image.open(io.BytesIO(data)).convert("RGB").resize((cell, cell), Image.NEAREST)
+            canvas.paste(tile, (x * (cell + 4), y * (cell + 4)))
+    canvas.save(path)
+
+
+def run(bundle: Path, library: Path, out: Path, queries: int, k: int) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    store = out / "store"
+    started = time.perf_counter()
+    print(f"[1/5] model bundle: {bundle}")
+    print(f"[2/5] indexing {library} into {store}")
+    report = asyncio.run(
+        index_local(library, ServiceConfig(bundle=bundle, store=store), batch_size=64)
+    )
+    print("      " + report.summary().replace("\n", "\n      "))
+    print("[3/5] starting the server")
+    proc, address = start_server(bundle, store)
+    payloads: dict[str, bytes] = {}
+    for record, data in iter_image_bytes(library):
+        payloads[record.uri] = data
+    picks = list(payloads)[:: max(1, len(payloads) // queries)][:queries]
+    results = {"hits": {}, "top1": {}}
+    rows: list[list[bytes]] = []
+    try:
+        with Client(address) as client:
+            print(f"      {address}: {client.info().collections[0].count} images indexed")
+            print(f"[4/5] searching with edited copies of {len(picks)} indexed images")
+            for uri in picks:
+                for name, data in edits(payloads[uri]).items():
+                    hits = client.search(image=data, k=k)
+                    found = hits[0].uri == uri if hits else False
+                    results["top1"].setdefault(name, []).append(found)
+                    print(
+                        f"      {name:<9} {Path(uri.split('::')[-1]).name:<14} -> "
+                        + ", ".join(
+                            f"{Path(h.uri.split('::')[-1]).name} ({h.score:.3f})" for h in hits[:3]
+                        )
+                        + ("   [original found first]" if found else "")
+                    )
+                    rows.append([data] + [payloads[h.uri] for h in hits if h.uri in payloads])
+            noisy = _noisy(payloads[picks[0]])
+            try:
+                client.denoise(noisy, 25.0)
+                denoise = "ok"
+            except grpc.RpcError as exc:
+                denoise = f"{exc.code().name}: {exc.details()}"
+            print(f"      denoise: {denoise}")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    grid(rows, out / "grid.png")
+    summary = {
+        "indexed": report.indexed + report.duplicates,
+        "index_images_per_s": report.images_per_s,
+        "top1_hit_rate": {name: float(np.mean(v)) for name, v in results["top1"].items()},
+        "denoise": denoise,
+        "grid": str(out / "grid.png"),
+        "seconds": time.perf_counter() - started,
+    }
+    print(f"[5/5] grid of queries and neighbours: {out / 'grid.png'}")
+    print(json.dumps(summary))
+    return summary
+
+
+def _noisy(data: bytes, sigma: float = 25.0) -> bytes:
+    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32)
+    noisy = np.clip(
+        pixels + np.random.default_rng(0).normal(0, sigma, pixels.shape), 0, 255
+    ).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noisy).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, add_help=add_help
+    )
+    p.add_argument(
+        "library",
+        nargs="?",
+        default=os.environ.get("SIMCLR_LIBRARY", str(DEFAULT_LIBRARY)),
+        help="folder or archive of images to index (default: CIFAR-10 test from ../shared)",
+    )
+    p.add_argument(
+        "--bundle", default=str(SHIPPED_BUNDLE), help="model bundle (default: the shipped one)"
+    )
+    p.add_argument("--out", default="runs/quickstart")
+    p.add_argument("--queries", type=int, default=8)
+    p.add_argument("-k", type=int, default=8)
+    return p
+
+
+def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    library = Path(args.library)
+    if not library.exists():
+        raise FileNotFoundError(
+            f"no image library at {library}; pass a folder: simclr quickstart /path/to/images"
+        )
+    run(Path(args.bundle), library, Path(args.out), args.queries, args.k)
+    return 0

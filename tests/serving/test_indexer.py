@@ -1,0 +1,67 @@
+"""``simclr index``: locally and through a server; resumable; bad files reported, not fatal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from serving.client import Client
+from serving.indexer import index_local, index_remote
+from tests.serving.conftest import make_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_local_index_is_resumable_and_reports_bad_files(tiny_bundle, tmp_path: Path) -> None:
+    bundle, library = tiny_bundle
+    (library / "circle" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    try:
+        config = make_config(bundle, tmp_path / "store")
+        first = asyncio.run(index_local(library, config, batch_size=8, progress=False))
+        assert (first.indexed, first.failed, first.duplicates) == (48, 1, 0)
+        assert "broken.jpg" in first.summary()
+        again = asyncio.run(index_local(library, config, batch_size=8, progress=False))
+        assert (again.indexed, again.duplicates) == (0, 48)
+    finally:
+        (library / "circle" / "broken.jpg").unlink()
+
+
+def test_remote_index_and_cli_search(server, tiny_bundle, tmp_path: Path) -> None:
+    _, address = server
+    _, library = tiny_bundle
+    report = index_remote(library, address, progress=False)
+    assert report.indexed == 48 and report.failed == 0
+    with Client(address) as client:
+        assert client.info().collections[0].count == 48
+    query = next(library.glob("square/*.png"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", "search", str(query), "-k", "3", "--server", address],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stdout.splitlines()[0].split()
+    assert (
+        first[2] == f"square/{query.name}"
+    )  # the image itself, by its path relative to the library
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", "embed", str(query), "--server", address],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert len(json.loads(proc.stdout)["embedding"]) == 64
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", "search", "--id", "nope", "--server", address],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "NOT_FOUND" in proc.stderr
