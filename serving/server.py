@@ -227,6 +227,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", default=_env("tls_cert", ""))
     p.add_argument("--tls-key", default=_env("tls_key", ""))
     p.add_argument("--grace-seconds", type=float, default=_env("grace_seconds", o.grace_seconds))
+    p.add_argument("--log-format", default=_env("log_format", "text"), choices=["text", "json"])
     return p
 
 
@@ -270,6 +271,10 @@ async def serve_forever(config: ServiceConfig, options: ServerOptions) -> None:
 
 
 def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    if args.log_format == "json":
+        from serving.logs import use_json_logs
+
+        use_json_logs()
     config, options = config_from_args(args)
     asyncio.run(serve_forever(config, options))
     return 0

@@ -324,3 +324,47 @@ def test_concurrency_limit_is_resource_exhausted(tiny_bundle, tmp_path: Path, lo
     finally:
         release.set()
         loop_thread.run(running.stop())
+
+
+def test_prometheus_metrics_count_requests_by_method_and_code(
+    tiny_bundle, tmp_path: Path, loop_thread
+) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    bundle, library = tiny_bundle
+    running = loop_thread.run(
+        start_server(
+            make_config(bundle, tmp_path / "store"),
+            ServerOptions(address="127.0.0.1:0", metrics_port=port),
+        )
+    )
+    try:
+        with Client(f"127.0.0.1:{running.port}") as client:
+            client.embed(_images(library)[:2])
+            _code(lambda: client.get(["missing"]))
+        text = (
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        )
+        assert 'simclr_requests_total{code="OK",method="Embed"}' in text
+        assert 'simclr_requests_total{code="NOT_FOUND",method="Get"}' in text
+        assert "simclr_request_seconds_bucket" in text
+    finally:
+        loop_thread.run(running.stop())
+
+
+def test_json_log_lines() -> None:
+    import logging
+
+    from serving.logs import JsonFormatter
+
+    record = logging.LogRecord(
+        "simclr.serve", logging.INFO, __file__, 1, "ready on %d", (50051,), None
+    )
+    line = json.loads(JsonFormatter().format(record))
+    assert (
+        line["message"] == "ready on 50051" and line["level"] == "INFO" and line["ts"].endswith("Z")
+    )
