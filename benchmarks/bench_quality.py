@@ -52,6 +52,10 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the training model")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--temperature", type=float, default=TrainConfig.temperature)
+    parser.add_argument("--blur-p", type=float, default=TrainConfig.blur_p)
+    parser.add_argument("--rotation-degrees", type=float, default=TrainConfig.rotation_degrees)
+    parser.add_argument("--proj-hidden-dim", type=int, default=TrainConfig.proj_hidden_dim)
+    parser.add_argument("--noise-p", type=float, default=TrainConfig.noise_p)
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -71,12 +75,17 @@ def main() -> None:
         progress=False,
         lr=args.lr,
         temperature=args.temperature,
+        blur_p=args.blur_p,
+        rotation_degrees=args.rotation_degrees,
+        proj_hidden_dim=args.proj_hidden_dim,
+        noise_p=args.noise_p,
     )
     command = (
         f"simclr train --data {shlex.quote(cfg.data)} --knn-test {shlex.quote(cfg.knn_test)} "
         f"--encoder {cfg.encoder} --time-budget-min {minutes:g} --eval-every {cfg.eval_every} "
-        f"--lr {cfg.lr:g} --temperature {cfg.temperature:g}"
-        + (" --compile true" if args.compile else "")
+        f"--lr {cfg.lr:g} --temperature {cfg.temperature:g} --blur-p {cfg.blur_p:g} "
+        f"--rotation-degrees {cfg.rotation_degrees:g} --proj-hidden-dim {cfg.proj_hidden_dim} "
+        f"--noise-p {cfg.noise_p:g}" + (" --compile true" if args.compile else "")
     )
     print(f"machine: {machine()}")
     print(f"command: {command}")

@@ -37,6 +37,7 @@ class TrainConfig:
     jitter_strength: float = 0.5
     blur_p: float = 0.0
     rotation_degrees: float = 0.0
+    noise_p: float = 0.0
     mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
     std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
     # objective and optimisation
@@ -83,6 +84,7 @@ class TrainConfig:
             jitter_strength=self.jitter_strength,
             blur_p=self.blur_p,
             rotation_degrees=self.rotation_degrees,
+            noise_p=self.noise_p,
             mean=tuple(self.mean),
             std=tuple(self.std),
         )

@@ -90,6 +90,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--blur-p", type=float, default=d.blur_p, help="0.5 for large images, 0 for 32 px"
     )
     g.add_argument("--rotation-degrees", type=float, default=d.rotation_degrees)
+    g.add_argument(
+        "--noise-p", type=float, default=d.noise_p, help="extra: additive Gaussian noise views"
+    )
     g.add_argument("--mean", type=float, nargs=3, default=d.mean)
     g.add_argument("--std", type=float, nargs=3, default=d.std)
     g = p.add_argument_group("optimisation")

@@ -22,6 +22,7 @@ def _unnormalise(x: torch.Tensor, aug: SimCLRAugment) -> torch.Tensor:
     [
         (32, 32, {}),
         (40, 32, {"blur_p": 0.5, "rotation_degrees": 30}),
+        (32, 32, {"noise_p": 1.0, "noise_sigma": 0.2}),
         (300, 96, {"scale": (0.08, 1.0), "blur_p": 1.0}),
         (24, 48, {}),
     ],
@@ -108,6 +109,7 @@ def test_jitter_changes_colours_with_probability_p() -> None:
         ({"input_size": 4}, "input_size"),
         ({"scale": (0.5, 0.2)}, "scale"),
         ({"gray_p": 1.5}, "gray_p"),
+        ({"noise_p": -0.1}, "noise_p"),
         ({"jitter_strength": -1}, "jitter_strength"),
         ({"std": (0.0, 1.0, 1.0)}, "std"),
     ],
