@@ -71,8 +71,12 @@ class Ledger:
 def test_sigkill_never_loses_acknowledged_writes(tmp_path: Path) -> None:
     rng = random.Random(1234)
     ledger = Ledger()
-    cycles = 50
-    for cycle in range(cycles):
+    cycles = 0
+    # At least 50 crashes and 1,000 acknowledged adds, however fast this machine writes.
+    while cycles < 50 or ledger.acked_adds < 1000:
+        assert cycles < 400, f"only {ledger.acked_adds} acknowledged adds after {cycles} crashes"
+        cycle = cycles
+        cycles += 1
         proc = _spawn(tmp_path, cycle)
         assert proc.stdout.readline().strip() == "READY", proc.stderr.read()
         deadline = time.monotonic() + rng.uniform(0.05, 0.5)
