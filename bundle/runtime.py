@@ -109,3 +109,24 @@ class Encoder:
         return self.session.run(
             None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
         )[0]
+
+
+class Decoder:
+    """The bundle's decoder: ``(B, D)`` unit-length embeddings -> ``(B, 3, S, S)`` RGB in [0, 1]."""
+
+    def __init__(self, manifest: Manifest, device: str = "auto", intra_threads: int = 0) -> None:
+        self.session = session(str(manifest.path("decoder")), device, intra_threads)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs[0].shape) != 2 or inputs[0].shape[1] != manifest.embedding_dim:
+            raise BundleError(
+                f"decoder: input shape {inputs[0].shape} does not match embedding dim {manifest.embedding_dim}"
+            )
+        if len(outputs[0].shape) != 4 or outputs[0].shape[1] != 3:
+            raise BundleError(f"decoder: output shape {outputs[0].shape} is not (batch, 3, H, W)")
+        self.input_name = inputs[0].name
+        self.dim = manifest.embedding_dim
+
+    def __call__(self, embeddings: np.ndarray) -> np.ndarray:
+        h = np.ascontiguousarray(embeddings, dtype=np.float32)
+        h = h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
+        return self.session.run(None, {self.input_name: h})[0]

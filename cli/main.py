@@ -34,6 +34,9 @@ COMMANDS: dict[str, Command] = {
     "export": Command(
         "training.export", "export a checkpoint to an ONNX model bundle (optionally INT8)"
     ),
+    "train-decoder": Command(
+        "training.decoder_train", "train a decoder (embedding -> image) on a frozen encoder"
+    ),
     "serve": Command("serving.server", "serve embeddings and reverse image search over gRPC"),
     "index": Command(
         "serving.commands",

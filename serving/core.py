@@ -22,14 +22,14 @@ import numpy as np
 
 from bundle.manifest import Manifest, load_manifest
 from bundle.preprocess import normalize
-from bundle.runtime import Encoder
+from bundle.runtime import Decoder, Encoder
 from index.collection import MAX_K, CollectionConfig, Hit
 from index.faiss_loader import configure_threads
 from index.metadata import Item, NewItem
 from index.store import Store
 from serving.batcher import MicroBatcher
 from serving.errors import BadRequest, InvalidImage, MissingModel
-from serving.images import ImageLimits, decode_for_model
+from serving.images import ImageLimits, decode_for_model, encode_png
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -88,6 +88,7 @@ class SearchService:
         self.config = config
         self.manifest: Manifest | None = None
         self.encoder: Encoder | None = None
+        self.decoder: Decoder | None = None
         self.batcher: MicroBatcher | None = None
         self.store: Store | None = None
         self._decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
@@ -107,6 +108,10 @@ class SearchService:
                 self.manifest, self.config.int8, self.config.device, self.config.ort_threads
             ),
         )
+        if self.manifest.has("decoder"):
+            self.decoder = await loop.run_in_executor(
+                None, lambda: Decoder(self.manifest, self.config.device, self.config.ort_threads)
+            )
         self.batcher = MicroBatcher(
             self.encoder, self.config.max_batch, self.config.max_wait_ms, self._on_batch
         )
@@ -291,8 +296,29 @@ class SearchService:
         )
 
     async def reconstruct(self, image: bytes | None, embedding: np.ndarray | None) -> bytes:
-        raise MissingModel(
-            f"the bundle at {self.config.bundle} has no decoder; export one with 'simclr export'"
+        """An image for an embedding (or for an image's embedding), as PNG at the encoder's input size."""
+        if self.decoder is None:
+            raise MissingModel(
+                f"the bundle at {self.config.bundle} has no decoder; train one with 'simclr train-decoder' "
+                "and add it with 'simclr export --decoder'"
+            )
+        if image is not None:
+            embedding = (await self.embed([image]))[0]
+        if (
+            embedding is None
+            or embedding.ndim != 1
+            or embedding.shape[0] != self.manifest.embedding_dim
+        ):
+            got = "none" if embedding is None else embedding.shape[0]
+            raise BadRequest(
+                f"the embedding must have {self.manifest.embedding_dim} values, got {got}"
+            )
+        if not np.isfinite(embedding).all() or not np.any(embedding):
+            raise BadRequest("the embedding must be finite and not all zero")
+        loop = asyncio.get_running_loop()
+        pixels = await loop.run_in_executor(self._decode_pool, self.decoder, embedding[None, :])
+        return encode_png(
+            (np.clip(pixels[0], 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8)
         )
 
     # -- info -------------------------------------------------------------------------------------

@@ -151,6 +151,33 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
         prepared.unlink(missing_ok=True)
 
 
+def export_decoder(
+    decoder_path: str, out: Path, embeddings: np.ndarray
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """``decoder.onnx``: ``(batch, D)`` embeddings -> ``(batch, 3, S, S)`` RGB in [0, 1]."""
+    from training.decoder_train import load_decoder
+
+    folded, state = load_decoder(decoder_path)
+    folded.up = fold_batchnorm(
+        folded.up
+    )  # the input checks in forward() keep fx off the whole module
+    export_onnx(
+        folded, torch.from_numpy(embeddings[:2]), out / "decoder.onnx", "embeddings", "images"
+    )
+    parity = compare_with_onnxruntime(folded, out / "decoder.onnx", embeddings[:64])
+    if parity["max_abs_diff"] > MAX_ABS_DIFF or parity["min_cosine"] < MIN_COSINE:
+        raise ValueError(f"ONNX Runtime disagrees with PyTorch on the decoder: {parity}")
+    size = state["config"]["image_size"]
+    entry = {
+        "path": "decoder.onnx",
+        "inputs": {"embeddings": ["batch", state["config"]["embed_dim"]]},
+        "outputs": {"images": ["batch", 3, size, size]},
+        "output_range": [0, 1],
+        "training": {"step": state["step"], "config": state["config"]},
+    }
+    return entry, parity
+
+
 def export_bundle(
     checkpoint: str,
     out_dir: str,
@@ -160,6 +187,7 @@ def export_bundle(
     calibration_count: int = 256,
     name: str = "simclr",
     version: str = "1",
+    decoder: str = "",
 ) -> dict[str, Any]:
     state = load_checkpoint(checkpoint)
     facts = state["preprocessing"]
@@ -183,6 +211,11 @@ def export_bundle(
         },
     }
     report: dict[str, Any] = {"encoder_parity": parity}
+    if decoder:
+        with torch.no_grad():
+            # The decoder takes unit-length h, whatever the encoder file serves.
+            embeddings = F.normalize(encoder(torch.from_numpy(sample[:64])), dim=1).numpy()
+        files["decoder"], report["decoder_parity"] = export_decoder(decoder, out, embeddings)
     if int8:
         quantize_int8(out / "encoder.onnx", out / "encoder.int8.onnx", sample[:calibration_count])
         files["encoder_int8"] = {
@@ -243,6 +276,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("--int8", action="store_true", help="also write a static INT8 encoder")
     p.add_argument("--calibration-count", type=int, default=256)
+    p.add_argument(
+        "--decoder", default="", help="decoder checkpoint (simclr train-decoder) to include"
+    )
     p.add_argument("--name", default="simclr")
     p.add_argument("--version", default="1")
     return p
@@ -258,6 +294,7 @@ def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         args.calibration_count,
         args.name,
         args.version,
+        args.decoder,
     )
     print(json.dumps(report))
     return 0
