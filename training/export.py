@@ -95,16 +95,20 @@ def compare_with_onnxruntime(module: nn.Module, path: Path, inputs: np.ndarray) 
 
 
 def sample_images(source: str, count: int, size: int, mean, std, seed: int = 0) -> np.ndarray:
-    """Up to ``count`` decodable images from a folder/archive, as encoder input ``(n, 3, S, S)``."""
-    payloads = []
-    for _, data in iter_image_bytes(source):
-        payloads.append(data)
-        if len(payloads) >= 4 * count:
-            break
+    """A uniform random sample (reservoir, seeded) of ``count`` decodable images from the whole library,
+    as encoder input ``(n, 3, S, S)``: class folders in archives are ordered, so the first images are not.
+    """
     rng = np.random.default_rng(seed)
-    rng.shuffle(payloads)
+    reservoir: list[bytes] = []
+    for seen, (_, data) in enumerate(iter_image_bytes(source)):
+        if len(reservoir) < 2 * count:
+            reservoir.append(data)
+        else:
+            j = int(rng.integers(0, seen + 1))
+            if j < 2 * count:
+                reservoir[j] = data
     good = []
-    for data in payloads:
+    for data in reservoir:
         try:
             good.append(encoder_input([data], size, mean, std)[0])
         except ValueError:

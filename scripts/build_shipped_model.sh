@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Reproduce models/compact-cifar10 (the bundle the quickstart uses) on this machine's 2 CPU cores:
+# ~30 min of SimCLR training, ~3 min of decoder training, then the export.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shared="$(cd .. && pwd)/shared/datasets/cifar10-jpg"
+out="${1:-runs/shipped}"
+.venv/bin/python benchmarks/bench_quality.py --lr 0.12 --compile --blur-p 0.5 --rotation-degrees 15 \
+    --noise-p 0.3 --proj-hidden-dim 1024 --out-dir "$out/encoder"
+.venv/bin/simclr train-decoder --checkpoint "$out/encoder/checkpoint.pt" --data "$shared/train.tar.gz" \
+    --test "$shared/test.tar.gz" --epochs 3 --out-dir "$out/decoder"
+rm -rf models/compact-cifar10
+.venv/bin/simclr export --checkpoint "$out/encoder/checkpoint.pt" --decoder "$out/decoder/decoder.pt" \
+    --images "$shared/train.tar.gz" --int8 --name compact-cifar10 --version 1 --out models/compact-cifar10
