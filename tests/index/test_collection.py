@@ -211,7 +211,7 @@ def test_auto_index_switches_to_an_approximate_index_at_scale(tmp_path: Path) ->
     for start in range(0, 2500, 500):
         col.add(_items(vectors[start : start + 500], prefix=f"b{start}-"))
     stats = col.stats()
-    assert stats["index"]["kind"] == "ivf_sq8"  # HNSW: 2000 x (16 x 4 + 256 + 16) bytes > 500 kB
+    assert stats["index"]["kind"] == "ivf_sq8"
     assert stats["index"]["params"]["nprobe"] >= 1
     assert col.integrity()["index_count"] == 2500
     store.close()
@@ -234,3 +234,14 @@ def test_unwritable_disk_is_a_storage_failure_and_loses_nothing(tmp_path: Path) 
     finally:
         os.chmod(tmp_path / "c" / "meta.sqlite", 0o644)
     assert col.count() == 1
+
+
+def test_planner_choice_follows_size_and_memory_budget() -> None:
+    from index.planner import choose_spec
+
+    assert choose_spec(10_000, 128).kind == "flat"
+    assert choose_spec(1_000_000, 128).kind == "ivf_sq8"
+    small = choose_spec(
+        1_000_000, 128, memory_budget_bytes=100 << 20
+    )  # 144 MB of SQ8 codes do not fit
+    assert small.kind == "ivf_pq" and small.pq_m == 64 and small.nlist == 4000
