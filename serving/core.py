@@ -292,7 +292,7 @@ class SearchService:
     # -- image-to-image (models arrive with the decoder/denoiser issue) ---------------------------
     async def denoise(self, image: bytes, sigma: float) -> bytes:
         raise MissingModel(
-            f"the bundle at {self.config.bundle} has no denoiser; export one with 'simclr export'"
+            f"the bundle at {self.config.bundle} has no denoiser (this version cannot train one yet)"
         )
 
     async def reconstruct(self, image: bytes | None, embedding: np.ndarray | None) -> bytes:

@@ -117,10 +117,8 @@ def run(bundle: Path, library: Path, out: Path, queries: int, k: int) -> dict:
                     found = hits[0].uri == uri if hits else False
                     results["top1"].setdefault(name, []).append(found)
                     print(
-                        f"      {name:<9} {Path(uri.split('::')[-1]).name:<14} -> "
-                        + ", ".join(
-                            f"{Path(h.uri.split('::')[-1]).name} ({h.score:.3f})" for h in hits[:3]
-                        )
+                        f"      {name:<9} {_short(uri):<14} -> "
+                        + ", ".join(f"{_short(h.uri)} ({h.score:.3f})" for h in hits[:3])
                         + ("   [original found first]" if found else "")
                     )
                     rows.append([data] + [payloads[h.uri] for h in hits if h.uri in payloads])
@@ -146,6 +144,11 @@ def run(bundle: Path, library: Path, out: Path, queries: int, k: int) -> dict:
     print(f"[5/5] grid of queries and neighbours: {out / 'grid.png'}")
     print(json.dumps(summary))
     return summary
+
+
+def _short(uri: str) -> str:
+    """``class/file.jpg`` of a file path or archive member, for display."""
+    return "/".join(Path(uri.split("::")[-1]).parts[-2:])
 
 
 def _noisy(data: bytes, sigma: float = 25.0) -> bytes:
