@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,6 @@ class CollectionConfig:
     snapshot_every: int = 100_000
     target_recall: float = 0.95
     exact_below: int = planner.EXACT_BELOW
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Collection:
@@ -76,6 +75,7 @@ class Collection:
         self._applied_seq = meta.last_seq()
         self._snapshot_seq = 0
         self._closed = False
+        self._built_for = int(meta.get_setting("built_for") or 0)
 
     # -- lifecycle --------------------------------------------------------------------------------
     @classmethod
@@ -102,7 +102,10 @@ class Collection:
         if not (folder / "meta.sqlite").exists():
             raise NotFound(f"no collection at {folder}")
         meta = MetadataStore(folder / "meta.sqlite")
-        config = CollectionConfig(**meta.get_setting("config"))
+        known = {f.name for f in fields(CollectionConfig)}
+        config = CollectionConfig(
+            **{k: v for k, v in meta.get_setting("config").items() if k in known}
+        )
         spec = IndexSpec.from_dict(meta.get_setting("spec"))
         vectors, seq = cls._load_vectors(folder, meta, config, spec)
         collection = cls(folder, config, meta, vectors)
@@ -279,9 +282,8 @@ class Collection:
         ):
             self._rebuild_locked(vi.spec)
         elif self.config.index == "auto":
-            count = self.meta.count()
-            built_for = int(self.meta.get_setting("built_for") or 0)
-            if count >= self.config.exact_below and count >= 2 * max(built_for, 1):
+            count = vi.live  # equals SQLite's count (checked on open); no COUNT(*) per write
+            if count >= self.config.exact_below and count >= 2 * max(self._built_for, 1):
                 self._rebuild_locked(None)
         if self._applied_seq - self._snapshot_seq >= self.config.snapshot_every:
             self._snapshot_locked()
@@ -431,6 +433,7 @@ class Collection:
             self._applied_seq = seq
         self.meta.set_setting("spec", fresh.spec.to_dict())
         self.meta.set_setting("built_for", count)
+        self._built_for = count
         self._snapshot_locked()
         return {"spec": fresh.spec.to_dict(), "seconds": time.perf_counter() - started, **tuned}
 

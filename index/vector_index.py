@@ -188,9 +188,6 @@ class VectorIndex:
             return f.SearchParameters(sel=selector)
         return None
 
-    def reconstruct(self, internal_id: int) -> np.ndarray:
-        return self.index.reconstruct(int(internal_id))
-
     # -- persistence ------------------------------------------------------------------------------
     def serialize(self) -> bytes:
         return faiss().serialize_index(self.index).tobytes()

@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -349,5 +348,4 @@ class SearchService:
             "providers": self.encoder.providers,
             "has_denoiser": self.manifest.has("denoiser"),
             "has_decoder": self.manifest.has("decoder"),
-            "time": time.time(),
         }

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from training.augment import AugmentConfig
+
+
+def cache_size_for(input_size: int) -> int:
+    """Side of the decoded-image cache: the input size for small inputs, 8/7 of it for larger ones
+    (room for random resized crops, as 256 is to 224)."""
+    return input_size if input_size <= 64 else round(input_size * 8 / 7)
 
 
 @dataclass
@@ -70,12 +76,11 @@ class TrainConfig:
     max_steps: int = 0
     progress: bool = True
     tensorboard: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cache_size(self) -> int:
         """Side of the decoded-image cache: the input size for small inputs, 8/7 of it for larger."""
-        return self.input_size if self.input_size <= 64 else round(self.input_size * 8 / 7)
+        return cache_size_for(self.input_size)
 
     def augment_config(self) -> AugmentConfig:
         return AugmentConfig(

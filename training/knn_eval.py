@@ -11,6 +11,7 @@ import json
 import torch
 
 from training.checkpoint import load_checkpoint
+from training.config import cache_size_for
 from training.data.library import ImageLibrary, build_library
 from training.evaluate import extract_features, knn_accuracy
 from training.models.simclr import model_from_checkpoint
@@ -62,10 +63,7 @@ def labelled_features(
     precision = resolve_precision(device, precision)
     model = model_from_checkpoint(state).to(device)
     size = int(facts["input_size"])
-    libs = [
-        build_library(source, size if size <= 64 else round(size * 8 / 7), cache_dir)
-        for source in sources
-    ]
+    libs = [build_library(source, cache_size_for(size), cache_dir) for source in sources]
     for source, lib in zip(sources, libs, strict=True):
         if not lib.has_labels:
             raise ValueError(f"{source} has no class sub-folders; evaluation needs labels")
