@@ -130,12 +130,30 @@ def knn_int8_vs_fp32(checkpoint: str, out: Path, calibration: np.ndarray, quick:
     return result
 
 
+def bench_denoiser(checkpoint: str, out: Path, size: int) -> dict:
+    """Seconds per image for the denoiser (trained weights, or the default architecture untrained:
+    the timing does not depend on the weights), PyTorch eager fp32 vs ONNX Runtime fp32."""
+    from benchmarks.bench_denoise import speed
+    from bundle.runtime import Denoiser as OnnxDenoiser
+    from training.denoiser_train import load_denoiser
+    from training.export_denoiser import DenoiserForExport, write_onnx
+    from training.models.denoiser import Denoiser
+
+    model = load_denoiser(checkpoint)[0] if checkpoint else Denoiser().eval()
+    pixels = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    write_onnx(model, out / "denoiser.onnx", pixels)
+    onnx = OnnxDenoiser.from_file(str(out / "denoiser.onnx"), device="cpu")
+    row = speed(DenoiserForExport(model), onnx, size, 3)
+    return {**row, "size": size, "weights": checkpoint or "default architecture, untrained"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--checkpoint", help="a trained checkpoint for the INT8 kNN comparison")
+    parser.add_argument("--denoiser", default="", help="denoiser checkpoint (default: untrained)")
     parser.add_argument("--encoders", nargs="+", default=["resnet18", "compact"])
     args = parser.parse_args()
     seconds = 1.0 if args.quick else 4.0
@@ -178,7 +196,13 @@ def main() -> None:
             f"\nkNN top-1 on CIFAR-10 test: fp32 {100 * knn['knn_top1_fp32']:.2f}%, INT8 "
             f"{100 * knn['knn_top1_int8']:.2f}% (drop {knn['knn_drop_points']:.2f} points)"
         )
-    print("denoiser: not built yet (the decoder/denoiser issue); no denoiser timings")
+    result["denoiser"] = bench_denoiser(args.denoiser, out, 256 if args.quick else 500)
+    d = result["denoiser"]
+    print(
+        f"\ndenoiser ({d['gflop_per_image']:.0f} GFLOP per {d['size']}x{d['size']} image, {d['weights']}): "
+        f"PyTorch eager {d['pytorch_seconds']:.3f} s ({d['pytorch_gflops']:.0f} GFLOP/s), "
+        f"ONNX Runtime {d['onnxruntime_seconds']:.3f} s ({d['onnxruntime_gflops']:.0f} GFLOP/s)"
+    )
     emit(result)
 
 

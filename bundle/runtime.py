@@ -130,3 +130,59 @@ class Decoder:
         h = np.ascontiguousarray(embeddings, dtype=np.float32)
         h = h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
         return self.session.run(None, {self.input_name: h})[0]
+
+
+class Denoiser:
+    """The bundle's denoiser: an RGB image of any size -> the denoised image, in tiles.
+
+    ``__call__`` takes ``(H, W, 3)`` uint8 (or float on 0-255) and the noise sigma on the 0-255 scale
+    (``None`` = unknown, blind) and returns ``(H, W, 3)`` uint8. Tiles of at most the manifest's
+    ``max_tile`` pixels per side bound the memory a huge image needs (``bundle.tiling``).
+    """
+
+    def __init__(self, manifest: Manifest, device: str = "auto", intra_threads: int = 0) -> None:
+        tiling = manifest.data["files"]["denoiser"].get("tiling", {})
+        self._load(str(manifest.path("denoiser")), tiling, device, intra_threads)
+
+    @classmethod
+    def from_file(
+        cls, path: str, max_tile: int = 512, overlap: int = 32, device: str = "auto"
+    ) -> Denoiser:
+        """A denoiser from a bare ONNX file (benchmarks, tests); servers load bundles."""
+        self = cls.__new__(cls)
+        self._load(path, {"max_tile": max_tile, "overlap": overlap}, device, 0)
+        return self
+
+    def _load(self, path: str, tiling: dict, device: str, intra_threads: int) -> None:
+        self.session = session(path, device, intra_threads)
+        names = [i.name for i in self.session.get_inputs()]
+        shape = self.session.get_inputs()[0].shape
+        if names != ["images", "noise_sigma"] or len(shape) != 4 or shape[1] != 3:
+            raise BundleError(
+                f"denoiser: expected inputs images (batch, 3, H, W) and noise_sigma (batch,), "
+                f"got {names} with images {shape}"
+            )
+        self.max_tile = int(tiling.get("max_tile", 512))
+        self.overlap = int(tiling.get("overlap", 32))
+
+    def __call__(self, image: np.ndarray, sigma: float | None = None) -> np.ndarray:
+        """``(H, W, 3)`` uint8 -> ``(H, W, 3)`` uint8."""
+        return (self.denoise_float(image, sigma) + 0.5).astype(np.uint8)
+
+    def denoise_float(self, image: np.ndarray, sigma: float | None = None) -> np.ndarray:
+        """``(H, W, 3)`` on the 0-255 scale (noisy values outside it are fine) -> float32 in [0, 255]."""
+        from bundle.tiling import apply_tiled
+
+        if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+            raise ValueError(f"expected an RGB image of shape (H, W, 3), got {image.shape}")
+        if sigma is not None and not 0 <= sigma <= 255:
+            raise ValueError(f"noise sigma must be between 0 and 255 (or unknown), got {sigma}")
+        level = np.float32(-1.0 if sigma is None else sigma)
+        chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / 255.0
+
+        def run(tiles: np.ndarray) -> np.ndarray:
+            sigmas = np.full((len(tiles),), level, dtype=np.float32)
+            return self.session.run(None, {"images": tiles, "noise_sigma": sigmas})[0]
+
+        out = apply_tiled(run, chw, self.max_tile, self.overlap)
+        return np.clip(out, 0, 1).transpose(1, 2, 0) * 255.0

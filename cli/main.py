@@ -37,6 +37,9 @@ COMMANDS: dict[str, Command] = {
     "train-decoder": Command(
         "training.decoder_train", "train a decoder (embedding -> image) on a frozen encoder"
     ),
+    "train-denoiser": Command(
+        "training.denoiser_train", "train a denoiser (noisy image -> clean image) on your images"
+    ),
     "serve": Command("serving.server", "serve embeddings and reverse image search over gRPC"),
     "index": Command(
         "serving.commands",

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +22,14 @@ import numpy as np
 
 from bundle.manifest import Manifest, load_manifest
 from bundle.preprocess import normalize
-from bundle.runtime import Decoder, Encoder
+from bundle.runtime import Decoder, Denoiser, Encoder
 from index.collection import MAX_K, CollectionConfig, Hit
 from index.faiss_loader import configure_threads
 from index.metadata import Item, NewItem
 from index.store import Store
 from serving.batcher import MicroBatcher
 from serving.errors import BadRequest, InvalidImage, MissingModel
-from serving.images import ImageLimits, decode_for_model, encode_png
+from serving.images import ImageLimits, decode_for_model, decode_rgb, encode_png
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -88,6 +89,7 @@ class SearchService:
         self.manifest: Manifest | None = None
         self.encoder: Encoder | None = None
         self.decoder: Decoder | None = None
+        self.denoiser: Denoiser | None = None
         self.batcher: MicroBatcher | None = None
         self.store: Store | None = None
         self._decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
@@ -110,6 +112,10 @@ class SearchService:
         if self.manifest.has("decoder"):
             self.decoder = await loop.run_in_executor(
                 None, lambda: Decoder(self.manifest, self.config.device, self.config.ort_threads)
+            )
+        if self.manifest.has("denoiser"):
+            self.denoiser = await loop.run_in_executor(
+                None, lambda: Denoiser(self.manifest, self.config.device, self.config.ort_threads)
             )
         self.batcher = MicroBatcher(
             self.encoder, self.config.max_batch, self.config.max_wait_ms, self._on_batch
@@ -288,11 +294,26 @@ class SearchService:
                 outcomes[i] = IndexOutcome(item_id, "indexed")
         return outcomes  # type: ignore[return-value]
 
-    # -- image-to-image (models arrive with the decoder/denoiser issue) ---------------------------
+    # -- image-to-image ---------------------------------------------------------------------------
     async def denoise(self, image: bytes, sigma: float) -> bytes:
-        raise MissingModel(
-            f"the bundle at {self.config.bundle} has no denoiser (this version cannot train one yet)"
+        """The denoised image as PNG, full size; ``sigma`` on the 0-255 scale, 0 = unknown (blind)."""
+        if self.denoiser is None:
+            raise MissingModel(
+                f"the bundle at {self.config.bundle} has no denoiser; train one with "
+                "'simclr train-denoiser' and add it with 'simclr export --denoiser'"
+            )
+        if not math.isfinite(sigma) or not 0 <= sigma <= 255:
+            raise BadRequest(
+                f"noise_sigma must be between 0 and 255 on the 0-255 scale (0 = unknown), got {sigma}"
+            )
+        loop = asyncio.get_running_loop()
+        pixels = await loop.run_in_executor(
+            self._decode_pool, decode_rgb, image, self.config.limits
         )
+        clean = await loop.run_in_executor(
+            self._decode_pool, self.denoiser, pixels, float(sigma) if sigma > 0 else None
+        )
+        return await loop.run_in_executor(self._decode_pool, encode_png, clean)
 
     async def reconstruct(self, image: bytes | None, embedding: np.ndarray | None) -> bytes:
         """An image for an embedding (or for an image's embedding), as PNG at the encoder's input size."""

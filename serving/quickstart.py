@@ -122,13 +122,24 @@ def run(bundle: Path, library: Path, out: Path, queries: int, k: int) -> dict:
                         + ("   [original found first]" if found else "")
                     )
                     rows.append([data] + [payloads[h.uri] for h in hits if h.uri in payloads])
+            clean = _pixels(payloads[picks[0]])
             noisy = _noisy(payloads[picks[0]])
             try:
-                client.denoise(noisy, 25.0)
-                denoise = "ok"
+                denoised = _pixels(client.denoise(noisy, 25.0))
+                denoise = {
+                    "noisy_psnr_db": _psnr(_pixels(noisy), clean),
+                    "denoised_psnr_db": _psnr(denoised, clean),
+                }
+                Image.fromarray(np.concatenate([clean, _pixels(noisy), denoised], axis=1)).resize(
+                    (clean.shape[1] * 3 * 4, clean.shape[0] * 4), Image.NEAREST
+                ).save(out / "denoise.png")
+                print(
+                    f"      denoise (sigma 25): noisy {denoise['noisy_psnr_db']:.2f} dB -> "
+                    f"{denoise['denoised_psnr_db']:.2f} dB; clean | noisy | denoised: {out / 'denoise.png'}"
+                )
             except grpc.RpcError as exc:
                 denoise = f"{exc.code().name}: {exc.details()}"
-            print(f"      denoise: {denoise}")
+                print(f"      denoise: {denoise}")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -149,6 +160,15 @@ def run(bundle: Path, library: Path, out: Path, queries: int, k: int) -> dict:
 def _short(uri: str) -> str:
     """``class/file.jpg`` of a file path or archive member, for display."""
     return "/".join(Path(uri.split("::")[-1]).parts[-2:])
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
 
 
 def _noisy(data: bytes, sigma: float = 25.0) -> bytes:

@@ -162,12 +162,16 @@ def export_decoder(
     from training.decoder_train import load_decoder
 
     folded, state = load_decoder(decoder_path)
+    from training.onnx_storage import round_weights_to_fp16, store_weights_as_fp16
+
     folded.up = fold_batchnorm(
         folded.up
     )  # the input checks in forward() keep fx off the whole module
+    round_weights_to_fp16(folded)  # stored as float16, computed in float32: half the file
     export_onnx(
         folded, torch.from_numpy(embeddings[:2]), out / "decoder.onnx", "embeddings", "images"
     )
+    store_weights_as_fp16(out / "decoder.onnx")
     parity = compare_with_onnxruntime(folded, out / "decoder.onnx", embeddings[:64])
     if parity["max_abs_diff"] > MAX_ABS_DIFF or parity["min_cosine"] < MIN_COSINE:
         raise ValueError(f"ONNX Runtime disagrees with PyTorch on the decoder: {parity}")
@@ -192,6 +196,7 @@ def export_bundle(
     name: str = "simclr",
     version: str = "1",
     decoder: str = "",
+    denoiser: str = "",
 ) -> dict[str, Any]:
     state = load_checkpoint(checkpoint)
     facts = state["preprocessing"]
@@ -220,6 +225,14 @@ def export_bundle(
             # The decoder takes unit-length h, whatever the encoder file serves.
             embeddings = F.normalize(encoder(torch.from_numpy(sample[:64])), dim=1).numpy()
         files["decoder"], report["decoder_parity"] = export_decoder(decoder, out, embeddings)
+    if denoiser:
+        from training.export_denoiser import export_denoiser
+
+        pixels = (
+            sample[:8] * np.array(std, np.float32)[:, None, None]
+            + np.array(mean, np.float32)[:, None, None]
+        )
+        files["denoiser"], report["denoiser_parity"] = export_denoiser(denoiser, out, pixels)
     if int8:
         quantize_int8(out / "encoder.onnx", out / "encoder.int8.onnx", sample[:calibration_count])
         files["encoder_int8"] = {
@@ -283,6 +296,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument(
         "--decoder", default="", help="decoder checkpoint (simclr train-decoder) to include"
     )
+    p.add_argument(
+        "--denoiser", default="", help="denoiser checkpoint (simclr train-denoiser) to include"
+    )
     p.add_argument("--name", default="simclr")
     p.add_argument("--version", default="1")
     return p
@@ -299,6 +315,7 @@ def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         args.name,
         args.version,
         args.decoder,
+        args.denoiser,
     )
     print(json.dumps(report))
     return 0

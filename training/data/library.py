@@ -104,7 +104,9 @@ def _decoded(
         for index, array, error in results:
             yield records.pop(index), array, error
         return
-    ctx = mp.get_context("spawn" if os.name != "posix" else "fork")
+    # Not "fork": a parent that already ran torch (OpenMP threads) can leave forked children
+    # spinning forever. The forkserver child imports only this module (numpy, Pillow).
+    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
     with ctx.Pool(workers) as pool:
         for index, array, error in pool.imap(_decode_job, jobs(), chunksize=64):
             yield records.pop(index), array, error

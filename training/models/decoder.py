@@ -45,11 +45,15 @@ class Decoder(nn.Module):
         self.out = nn.Conv2d(width // 8, 3, 3, padding=1)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_tracing():
+            self.check_input(h)
+        x = self.fc(h).view(-1, self.width, self.base, self.base)
+        return torch.sigmoid(self.out(self.up(x)))
+
+    def check_input(self, h: torch.Tensor) -> None:
         if h.dim() != 2 or h.shape[1] != self.embed_dim:
             raise ValueError(
                 f"expected embeddings of shape (B, {self.embed_dim}), got {tuple(h.shape)}"
             )
         if h.shape[0] == 0:
             raise ValueError("empty batch: give at least one embedding")
-        x = self.fc(h).view(-1, self.width, self.base, self.base)
-        return torch.sigmoid(self.out(self.up(x)))

@@ -1,0 +1,220 @@
+"""Denoising quality and speed: our denoiser vs CBM3D and non-local means, side by side, one run.
+
+Quality: mean PSNR / SSIM on CBSD68 and Kodak24 (``../shared/datasets/denoise-eval``) at sigma 15, 25
+and 50 with the FFDNet protocol (``training.denoise_eval``): the noisy input, ours through ONNX Runtime
+(what the service runs; blind and told the level), non-local means (scikit-image, told the level) and
+CBM3D (the ``bm3d`` package, told the level). CBM3D takes ~17 s per image here, so it runs on the first
+``--cbm3d-limit`` images of each set and sigma, and ours is also reported on exactly that subset.
+The published FFDNet-paper table is printed beside.
+
+Speed: seconds per 500x500 image for ours in PyTorch (eager fp32) and ONNX Runtime (fp32), with the
+achieved GFLOP/s, against CBM3D's seconds on the same-size Kodak24 images in this run.
+
+    python benchmarks/bench_denoise.py --checkpoint runs/denoiser/denoiser.pt
+    python benchmarks/bench_denoise.py --checkpoint runs/denoiser/denoiser.pt --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import SHARED, emit, machine, peak_gflops
+from bundle.runtime import Denoiser as OnnxDenoiser
+from training.denoise_eval import EvalImage, evaluate_method, load_eval_set
+from training.denoiser_train import load_denoiser
+from training.export_denoiser import DenoiserForExport, export_denoiser
+
+PUBLISHED = {  # FFDNet paper (Zhang et al. 2018), colour AWGN, mean PSNR dB
+    "CBSD68": {
+        "CBM3D": (33.52, 30.71, 27.38),
+        "CDnCNN": (33.89, 31.23, 27.92),
+        "FFDNet": (33.87, 31.21, 27.96),
+    },
+    "Kodak24": {
+        "CBM3D": (34.28, 31.68, 28.46),
+        "CDnCNN": (34.48, 32.03, 28.85),
+        "FFDNet": (34.63, 32.13, 28.98),
+    },
+}
+PUBLISHED_SIGMAS = (15, 25, 50)
+
+
+def nlm(noisy: np.ndarray, sigma: float | None) -> np.ndarray:
+    from skimage.restoration import denoise_nl_means
+
+    s = (sigma or 25.0) / 255.0
+    out = denoise_nl_means(
+        noisy / 255.0,
+        h=0.8 * s,
+        sigma=s,
+        patch_size=5,
+        patch_distance=6,
+        fast_mode=True,
+        channel_axis=-1,
+    )
+    return out * 255.0
+
+
+def cbm3d(noisy: np.ndarray, sigma: float | None) -> np.ndarray:
+    import bm3d
+
+    return bm3d.bm3d_rgb(noisy / 255.0, (sigma or 25.0) / 255.0) * 255.0
+
+
+def identity(noisy: np.ndarray, sigma: float | None) -> np.ndarray:
+    return noisy
+
+
+def onnx_method(denoiser: OnnxDenoiser):
+    def run(noisy: np.ndarray, sigma: float | None) -> np.ndarray:
+        return denoiser.denoise_float(noisy, sigma)
+
+    return run
+
+
+def speed(model: torch.nn.Module, onnx: OnnxDenoiser, size: int, repeats: int) -> dict[str, float]:
+    """Seconds per ``size x size`` image and GFLOP/s, PyTorch eager fp32 vs ONNX Runtime fp32."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.rand(1, 3, size, size)
+    sigma = torch.tensor([-1.0])
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x, sigma)
+    flops = float(counter.get_total_flops())
+    image = (x[0].permute(1, 2, 0).numpy() * 255).astype(np.float32)
+    results: dict[str, float] = {"gflop_per_image": flops / 1e9}
+    for name, fn in (
+        ("pytorch", lambda: model(x, sigma)),
+        ("onnxruntime", lambda: onnx.denoise_float(image, None)),
+    ):
+        with torch.no_grad():
+            fn()
+            best = float("inf")
+            for _ in range(repeats):
+                tick = time.perf_counter()
+                fn()
+                best = min(best, time.perf_counter() - tick)
+        results[f"{name}_seconds"] = best
+        results[f"{name}_gflops"] = flops / best / 1e9
+    return results
+
+
+def crop(images: list[EvalImage], size: int) -> list[EvalImage]:
+    out = []
+    for image in images:
+        h, w = image.pixels.shape[:2]
+        top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+        out.append(EvalImage(image.name, image.pixels[top : top + size, left : left + size].copy()))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="denoiser checkpoint (simclr train-denoiser)"
+    )
+    p.add_argument("--sigmas", default="15,25,50")
+    p.add_argument(
+        "--cbm3d-limit", type=int, default=4, help="images per set and sigma for CBM3D (0: none)"
+    )
+    p.add_argument(
+        "--limit", type=int, default=0, help="images per set for the other methods (0: all)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="2 centre crops of 128 px per set, sigma 25"
+    )
+    args = p.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    sigmas = [25.0] if args.quick else [float(s) for s in args.sigmas.split(",")]
+    model, state = load_denoiser(args.checkpoint)
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        export_denoiser(args.checkpoint, Path(tmp), rng.random((2, 3, 32, 32), dtype=np.float32))
+        onnx = OnnxDenoiser.from_file(str(Path(tmp) / "denoiser.onnx"))
+        exported = DenoiserForExport(model)
+        results: dict = {
+            "machine": machine(),
+            "training": state["config"],
+            "training_steps": state["step"],
+        }
+        print(f"machine: {results['machine']}")
+        rows = []
+        for set_name in ("Kodak24", "CBSD68"):
+            source = SHARED / "denoise-eval" / f"{set_name}.tar"
+            if not source.exists():
+                raise SystemExit(
+                    f"benchmark needs {source} (../shared/datasets); it is not present"
+                )
+            images = load_eval_set(str(source), 2 if args.quick else args.limit)
+            if args.quick:
+                images = crop(images, 128)
+            cbm3d_count = min(1 if args.quick else args.cbm3d_limit, len(images))
+            for sigma in sigmas:
+                row = {"set": set_name, "sigma": sigma}
+                methods = {
+                    "noisy": (identity, True),
+                    "ours_blind": (onnx_method(onnx), False),
+                    "ours_known": (onnx_method(onnx), True),
+                    "nlm": (nlm, True),
+                }
+                for name, (method, known) in methods.items():
+                    scores = evaluate_method(method, images, sigma, known=known)
+                    row[name] = round(scores["psnr"], 3)
+                    row[f"{name}_ssim"] = round(scores["ssim"], 4)
+                    row[f"{name}_s"] = round(scores["seconds_per_image"], 3)
+                    if name.startswith("ours"):
+                        row[f"{name}_subset"] = round(
+                            float(np.mean(scores["per_image"][:cbm3d_count])), 3
+                        )
+                if cbm3d_count:
+                    scores = evaluate_method(cbm3d, images[:cbm3d_count], sigma, known=True)
+                    row["cbm3d_subset"] = round(scores["psnr"], 3)
+                    row["cbm3d_ssim_subset"] = round(scores["ssim"], 4)
+                    row["cbm3d_s"] = round(scores["seconds_per_image"], 2)
+                    row["cbm3d_images"] = cbm3d_count
+                if int(sigma) in PUBLISHED_SIGMAS:
+                    i = PUBLISHED_SIGMAS.index(int(sigma))
+                    row.update({f"published_{k}": v[i] for k, v in PUBLISHED[set_name].items()})
+                rows.append(row)
+                print(
+                    f"{set_name:8} sigma {sigma:4.0f} | noisy {row['noisy']:6.2f} | ours blind {row['ours_blind']:6.2f}"
+                    f" known {row['ours_known']:6.2f} ({row['ours_known_s']:.2f} s) | NLM {row['nlm']:6.2f}"
+                    f" ({row['nlm_s']:.2f} s) | on first {cbm3d_count}: ours {row.get('ours_known_subset', 0):6.2f}"
+                    f" CBM3D {row.get('cbm3d_subset', float('nan')):6.2f} ({row.get('cbm3d_s', 0):.1f} s)"
+                    f" | published CBM3D {row.get('published_CBM3D', '-')} FFDNet {row.get('published_FFDNet', '-')}",
+                    flush=True,
+                )
+        results["quality"] = rows
+        size = 128 if args.quick else 500
+        results["speed"] = speed(exported, onnx, size, 1 if args.quick else 3)
+        results["speed"]["size"] = size
+        kodak_cbm3d = [r["cbm3d_s"] for r in rows if r["set"] == "Kodak24" and "cbm3d_s" in r]
+        if kodak_cbm3d:
+            results["speed"]["cbm3d_seconds"] = float(np.mean(kodak_cbm3d))
+            results["speed"]["onnx_speedup_vs_cbm3d"] = (
+                results["speed"]["cbm3d_seconds"] / results["speed"]["onnxruntime_seconds"]
+            )
+        results["peak_fp32_gflops"] = peak_gflops("fp32")
+        s = results["speed"]
+        print(
+            f"speed at {size}x{size}: PyTorch {s['pytorch_seconds']:.3f} s ({s['pytorch_gflops']:.0f} GFLOP/s), "
+            f"ONNX Runtime {s['onnxruntime_seconds']:.3f} s ({s['onnxruntime_gflops']:.0f} GFLOP/s), "
+            f"{s['gflop_per_image']:.1f} GFLOP/image; CBM3D {s.get('cbm3d_seconds', float('nan')):.2f} s "
+            f"-> {s.get('onnx_speedup_vs_cbm3d', float('nan')):.1f}x; fp32 peak {results['peak_fp32_gflops']:.0f} GFLOP/s"
+        )
+    emit(results)
+
+
+if __name__ == "__main__":
+    main()

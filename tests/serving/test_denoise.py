@@ -1,0 +1,103 @@
+"""Denoiser end to end: train briefly, export into a bundle (parity at several sizes), serve Denoise."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import make_library
+
+
+@pytest.fixture(scope="module")
+def denoiser_bundle(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from training.denoiser_train import train_denoiser
+    from training.export import export_bundle
+
+    checkpoint, library = tiny_run
+    root = tmp_path_factory.mktemp("denoiser-bundle")
+    summary = train_denoiser(
+        str(library),
+        str(root / "run"),
+        steps=20,
+        batch_size=8,
+        widths=(8, 16, 32),
+        device_name="cpu",
+        precision="fp32",
+        cache_dir=str(root / "cache"),
+        progress=False,
+    )
+    report = export_bundle(
+        str(checkpoint), str(root / "bundle"), str(library), denoiser=summary["denoiser"]
+    )
+    parity = report["denoiser_parity"]
+    assert parity["max_abs_diff"] <= 1e-4 and parity["min_cosine"] >= 0.99999, parity
+    assert {"1x1", "33x47", "161x100"} <= set(parity["sizes"])
+    return root / "bundle", library
+
+
+def test_bundle_runtime_denoises_any_size_and_matches_pytorch(denoiser_bundle, tiny_run) -> None:
+    from bundle.manifest import load_manifest
+    from bundle.runtime import Denoiser
+
+    bundle, _ = denoiser_bundle
+    manifest = load_manifest(bundle)
+    entry = manifest.data["files"]["denoiser"]
+    assert entry["inputs"]["images"] == ["batch", 3, "height", "width"]
+    denoiser = Denoiser(manifest, device="cpu")
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1, 3), (5, 9, 3), (300, 41, 3)]:
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        out = denoiser(image, 25.0)
+        assert out.shape == shape and out.dtype == np.uint8
+        assert denoiser(image, None).shape == shape
+    denoiser.max_tile, denoiser.overlap = 96, 32  # force tiling on a 200 x 230 image
+    image = rng.integers(0, 256, (200, 230, 3)).astype(np.float32)
+    tiled = denoiser.denoise_float(image, 25.0)
+    denoiser.max_tile = 512
+    whole = denoiser.denoise_float(image, 25.0)
+    assert np.abs(tiled - whole).mean() < 1.0
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        denoiser(np.zeros((4, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match="between 0 and 255"):
+        denoiser(np.zeros((4, 4, 3), np.uint8), 300.0)
+
+
+@pytest.mark.slow
+def test_denoise_rpc(denoiser_bundle, tmp_path: Path, loop_thread) -> None:
+    from serving.client import Client
+    from serving.server import ServerOptions, start_server
+    from tests.serving.conftest import make_config
+
+    bundle, _ = denoiser_bundle
+    running = loop_thread.run(
+        start_server(make_config(bundle, tmp_path / "store"), ServerOptions(address="127.0.0.1:0"))
+    )
+    try:
+        with Client(f"127.0.0.1:{running.port}") as client:
+            assert client.info().has_denoiser
+            manifest = json.loads(client.info().manifest_json)
+            assert manifest["files"]["denoiser"]["tiling"]["max_tile"] >= 64
+            photo = make_library(tmp_path / "lib", per_class=1, size=77)
+            for path in sorted(photo.rglob("*.*")):
+                data = path.read_bytes()
+                for sigma in (0.0, 25.0):
+                    out = Image.open(io.BytesIO(client.denoise(data, sigma)))
+                    assert out.format == "PNG" and out.size == (77, 77)
+            for bad, sigma, words in [
+                (b"not an image", 0.0, "image"),
+                (data, -3.0, "between 0 and 255"),
+                (data, float("nan"), "between 0 and 255"),
+                (b"", 0.0, "empty"),
+            ]:
+                with pytest.raises(grpc.RpcError) as info:
+                    client.denoise(bad, sigma)
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+                assert words in info.value.details()
+    finally:
+        loop_thread.run(running.stop())

@@ -1,0 +1,258 @@
+"""``simclr train-denoiser``: learn noisy -> clean on the user's own images (Gaussian sigma 0-55).
+
+The library is decoded once to ``patch_size`` squares (the same cache as SimCLR training); each step
+takes a batch, applies one of the 8 flips/rotations, adds noise (``training.noise``) and minimises
+L1 between the denoised and the clean image. Blind and non-blind in one network: the noise level is
+shown for half of the images (``--known-p``). ``--minutes`` sets a time budget: the step count is
+calibrated on the first steps so the learning-rate schedule (linear warm-up, cosine decay) ends when
+the budget does. The evaluation sets (``--eval``, e.g. Kodak24) are for measuring only, never training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.data.batches import BatchReader
+from training.data.library import build_library
+from training.denoise_eval import evaluate_method, load_eval_set, torch_method
+from training.models.denoiser import Denoiser, init_from_encoder
+from training.models.simclr import model_from_checkpoint
+from training.noise import corrupt, dihedral
+from training.precision import PRECISIONS, autocast, resolve_precision, select_device
+from training.run_log import RunLog
+
+log = logging.getLogger("simclr.denoiser")
+CALIBRATION_STEPS = 12
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(w) for w in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"widths must look like 32,64,128,256: {text!r}") from exc
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="train a denoiser (noisy image -> clean image)", add_help=add_help
+    )
+    p.add_argument("--data", required=True, help="clean images to train on (folder or archive)")
+    p.add_argument("--out-dir", default="runs/denoiser")
+    p.add_argument("--minutes", type=float, default=0.0, help="time budget (0: use --steps)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--patch-size", type=int, default=32, help="images are decoded to this square")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--widths", type=_widths, default=(32, 64, 128, 256))
+    p.add_argument(
+        "--init",
+        choices=("random", "encoder"),
+        default="random",
+        help="'encoder': start the down path from a compact SimCLR encoder (--checkpoint)",
+    )
+    p.add_argument("--checkpoint", default="", help="SimCLR checkpoint for --init encoder")
+    p.add_argument("--max-sigma", type=float, default=55.0)
+    p.add_argument("--known-p", type=float, default=0.5, help="share of images told their sigma")
+    p.add_argument("--poisson-p", type=float, default=0.0)
+    p.add_argument("--jpeg-p", type=float, default=0.0)
+    p.add_argument(
+        "--eval", default="", help="clean images to evaluate on at the end (e.g. Kodak24)"
+    )
+    p.add_argument("--eval-sigma", type=float, default=25.0)
+    p.add_argument("--eval-limit", type=int, default=0, help="evaluate on the first N images only")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--cache-dir", default="")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--progress", type=lambda v: v.lower() in {"1", "true", "yes"}, default=True)
+    return p
+
+
+def build_denoiser(widths: tuple[int, ...], init: str, checkpoint: str) -> Denoiser:
+    if init == "random":
+        return Denoiser(widths)
+    if not checkpoint:
+        raise ValueError("--init encoder needs --checkpoint (a compact SimCLR checkpoint)")
+    state = load_checkpoint(checkpoint)
+    facts = state["preprocessing"]
+    denoiser = Denoiser(widths, tuple(facts["mean"]), tuple(facts["std"]))
+    copied = init_from_encoder(denoiser, model_from_checkpoint(state).encoder)
+    log.info("down path initialised from %s (%d tensors)", checkpoint, copied)
+    return denoiser
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_denoiser(
+    data: str,
+    out_dir: str,
+    minutes: float = 0.0,
+    steps: int = 2000,
+    batch_size: int = 64,
+    patch_size: int = 32,
+    lr: float = 2e-3,
+    widths: tuple[int, ...] = (32, 64, 128, 256),
+    init: str = "random",
+    checkpoint: str = "",
+    max_sigma: float = 55.0,
+    known_p: float = 0.5,
+    poisson_p: float = 0.0,
+    jpeg_p: float = 0.0,
+    eval_source: str = "",
+    eval_sigma: float = 25.0,
+    eval_limit: int = 0,
+    device_name: str = "auto",
+    precision: str = "auto",
+    cache_dir: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    if minutes < 0 or steps <= 0 or batch_size <= 0:
+        raise ValueError("minutes must be >= 0 and steps, batch size > 0")
+    torch.manual_seed(seed)
+    device = select_device(device_name)
+    precision = resolve_precision(device, precision)
+    library = build_library(data, patch_size, cache_dir, progress=progress)
+    model = build_denoiser(widths, init, checkpoint).to(device)
+    model = model.to(memory_format=torch.channels_last)
+    reader = BatchReader(library, min(batch_size, len(library)), seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    out = Path(out_dir)
+    run_log = RunLog(out, tensorboard=False)
+    generator = torch.Generator().manual_seed(seed)
+    total = steps if not minutes else 10**9
+    warmup = min(200, max(1, total // 20))
+    started = time.perf_counter()
+    losses: list[float] = []
+    bar = tqdm(total=total if not minutes else None, desc="denoiser", disable=not progress)
+    step = 0
+    while step < total:
+        if minutes and step == CALIBRATION_STEPS:
+            per_step = (time.perf_counter() - started) / step
+            total = max(step + 1, int(minutes * 60 / per_step))
+            warmup = min(200, max(1, total // 20))
+            bar.total = total
+            bar.refresh()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, total, lr, warmup)
+        clean = dihedral(reader.read(step).float().div_(255.0), generator)
+        noisy, sigma = corrupt(clean, generator, max_sigma, known_p, poisson_p, jpeg_p)
+        clean = clean.to(device, memory_format=torch.channels_last)
+        noisy = noisy.to(device, memory_format=torch.channels_last)
+        with autocast(device, precision):
+            loss = F.l1_loss(model(noisy, sigma.to(device)).float(), clean)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if step % 50 == 0:
+            elapsed = time.perf_counter() - started
+            run_log.write(
+                "train",
+                step,
+                loss=float(np.mean(losses[-50:])),
+                lr=optimizer.param_groups[0]["lr"],
+                images_per_s=(step + 1) * reader.batch_size / elapsed,
+            )
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        bar.update(1)
+        step += 1
+    bar.close()
+    seconds = time.perf_counter() - started
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    config = {
+        "widths": list(model.widths),
+        "mean": model.mean.flatten().tolist(),
+        "std": model.std.flatten().tolist(),
+        "init": init,
+        "encoder_checkpoint": checkpoint,
+        "patch_size": patch_size,
+        "batch_size": reader.batch_size,
+        "lr": lr,
+        "max_sigma": max_sigma,
+        "known_p": known_p,
+        "poisson_p": poisson_p,
+        "jpeg_p": jpeg_p,
+        "data": str(data),
+        "seed": seed,
+    }
+    save_checkpoint(
+        out / "denoiser.pt",
+        {"kind": "denoiser", "denoiser": model.state_dict(), "step": step, "config": config},
+    )
+    summary: dict[str, Any] = {
+        "steps": step,
+        "seconds": seconds,
+        "images_per_s": step * reader.batch_size / seconds,
+        "epochs": step * reader.batch_size / len(library),
+        "first_loss": float(np.mean(losses[:10])),
+        "final_loss": float(np.mean(losses[-50:])),
+        "denoiser": str(out / "denoiser.pt"),
+    }
+    if eval_source:
+        images = load_eval_set(eval_source, eval_limit)
+        method = torch_method(model)
+        for known in (False, True):
+            scores = evaluate_method(method, images, eval_sigma, known=known)
+            summary[f"eval_{'known' if known else 'blind'}_psnr"] = scores["psnr"]
+            summary[f"eval_{'known' if known else 'blind'}_ssim"] = scores["ssim"]
+    run_log.write("summary", step, **{k: v for k, v in summary.items() if k != "denoiser"})
+    run_log.close()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def load_denoiser(path: str) -> tuple[Denoiser, dict[str, Any]]:
+    state = load_checkpoint(path)
+    if state.get("kind") != "denoiser":
+        raise ValueError(f"{path} is not a denoiser checkpoint (simclr train-denoiser)")
+    cfg = state["config"]
+    model = Denoiser(tuple(cfg["widths"]), tuple(cfg["mean"]), tuple(cfg["std"]))
+    model.load_state_dict(state["denoiser"])
+    return model.eval(), state
+
+
+def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    summary = train_denoiser(
+        args.data,
+        args.out_dir,
+        args.minutes,
+        args.steps,
+        args.batch_size,
+        args.patch_size,
+        args.lr,
+        args.widths,
+        args.init,
+        args.checkpoint,
+        args.max_sigma,
+        args.known_p,
+        args.poisson_p,
+        args.jpeg_p,
+        args.eval,
+        args.eval_sigma,
+        args.eval_limit,
+        args.device,
+        args.precision,
+        args.cache_dir or None,
+        args.seed,
+        args.progress,
+    )
+    print(json.dumps(summary))
+    return 0
