@@ -3,9 +3,8 @@
 The library is decoded once to ``patch_size`` squares (the same cache as SimCLR training); each step
 takes a batch, applies one of the 8 flips/rotations, adds noise (``training.noise``) and minimises
 L1 between the denoised and the clean image. Blind and non-blind in one network: the noise level is
-shown for half of the images (``--known-p``). ``--minutes`` sets a time budget: the step count is
-calibrated on the first steps so the learning-rate schedule (linear warm-up, cosine decay) ends when
-the budget does. The evaluation sets (``--eval``, e.g. Kodak24) are for measuring only, never training.
+shown for half of the images (``--known-p``). ``--minutes`` sets a time budget: the
+learning-rate schedule (linear warm-up, cosine decay) follows the clock and ends with the budget. The evaluation sets (``--eval``, e.g. Kodak24) are for measuring only, never training.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ from training.precision import PRECISIONS, autocast, resolve_precision, select_d
 from training.run_log import RunLog
 
 log = logging.getLogger("simclr.denoiser")
-CALIBRATION_STEPS = 12
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -93,11 +91,12 @@ def build_denoiser(widths: tuple[int, ...], init: str, checkpoint: str) -> Denoi
     return denoiser
 
 
-def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * 0.5 * (1 + math.cos(math.pi * progress))
+def learning_rate(progress: float, peak: float, warmup: float = 0.02) -> float:
+    """Linear warm-up over the first ``warmup`` of the run, then cosine decay to 0 at ``progress`` 1."""
+    if progress < warmup:
+        return peak * (progress + 1e-3) / warmup
+    rest = min(1.0, (progress - warmup) / (1 - warmup))
+    return peak * 0.5 * (1 + math.cos(math.pi * rest))
 
 
 def train_denoiser(
@@ -137,21 +136,19 @@ def train_denoiser(
     out = Path(out_dir)
     run_log = RunLog(out, tensorboard=False)
     generator = torch.Generator().manual_seed(seed)
-    total = steps if not minutes else 10**9
-    warmup = min(200, max(1, total // 20))
+    budget = minutes * 60
     started = time.perf_counter()
     losses: list[float] = []
-    bar = tqdm(total=total if not minutes else None, desc="denoiser", disable=not progress)
+    bar = tqdm(total=None if minutes else steps, desc="denoiser", disable=not progress)
     step = 0
-    while step < total:
-        if minutes and step == CALIBRATION_STEPS:
-            per_step = (time.perf_counter() - started) / step
-            total = max(step + 1, int(minutes * 60 / per_step))
-            warmup = min(200, max(1, total // 20))
-            bar.total = total
-            bar.refresh()
+    while True:
+        # With a time budget the schedule follows the clock, not a step count fixed up front, so a
+        # machine that slows down mid-run (other jobs) still ends on time with a finished schedule.
+        done = (time.perf_counter() - started) / budget if minutes else step / steps
+        if done >= 1:
+            break
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, total, lr, warmup)
+            group["lr"] = learning_rate(done, lr)
         clean = dihedral(reader.read(step).float().div_(255.0), generator)
         noisy, sigma = corrupt(clean, generator, max_sigma, known_p, poisson_p, jpeg_p)
         clean = clean.to(device, memory_format=torch.channels_last)

@@ -135,3 +135,12 @@ def test_short_training_lowers_the_loss(image_library: Path, tmp_path: Path) -> 
     model, state = load_denoiser(summary["denoiser"])
     assert state["config"]["widths"] == [8, 16, 32] and state["step"] == 80
     assert model.widths == (8, 16, 32)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    from training.denoiser_train import learning_rate
+
+    assert learning_rate(0.0, 1e-3) < 1e-4
+    assert learning_rate(0.02, 1e-3) == pytest.approx(1e-3)
+    assert learning_rate(0.5, 1e-3) == pytest.approx(0.5e-3, rel=0.05)
+    assert learning_rate(1.0, 1e-3) == pytest.approx(0.0, abs=1e-12)
