@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+POLL_SECONDS = 0.0005
+
 
 @dataclass
 class _Pending:
@@ -76,24 +78,31 @@ class MicroBatcher:
         await self._queue.put(_Pending(rows, future))
         return await future
 
+    def _drain(self, batch: list[_Pending], size: int) -> int:
+        """Move waiting requests into ``batch`` until it is full; returns the new row count."""
+        assert self._queue is not None
+        while size < self.max_batch and not self._queue.empty():
+            item = self._queue.get_nowait()
+            batch.append(item)
+            size += len(item.rows)
+        return size
+
     async def _run(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
             first = await self._queue.get()
             batch = [first]
-            size = len(first.rows)
+            size = self._drain(batch, len(first.rows))
+            # Wait for company in short slices (no task per queued item: that costs more than a
+            # small request's own work), and stop as soon as the batch is full.
             deadline = time.monotonic() + self.max_wait
             while size < self.max_batch:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), timeout)
-                except TimeoutError:
-                    break
-                batch.append(item)
-                size += len(item.rows)
+                await asyncio.sleep(min(remaining, POLL_SECONDS))
+                size = self._drain(batch, size)
             live = [p for p in batch if not p.future.done()]  # cancelled callers are skipped
             if not live:
                 continue

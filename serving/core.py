@@ -9,6 +9,7 @@ ONNX files, vectors live in ``index``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -52,6 +53,9 @@ class ServiceConfig:
     faiss_threads: int = 1
     max_request_images: int = 256
     max_k: int = 1000
+    # Denoise returns the full image as PNG: 16 MP keeps the answer under the 64 MB message limit
+    # and the work near half a minute on 2 cores.
+    max_denoise_pixels: int = 16_000_000
     limits: ImageLimits = field(default_factory=ImageLimits)
 
 
@@ -81,6 +85,18 @@ def parse_metadata(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadRequest("metadata_json must be a JSON object")
     return value
+
+
+def _decode_chunk(
+    images: list[bytes], size: int, limits: ImageLimits
+) -> list[np.ndarray | InvalidImage]:
+    out: list[np.ndarray | InvalidImage] = []
+    for data in images:
+        try:
+            out.append(decode_for_model(data, size, limits))
+        except InvalidImage as exc:
+            out.append(exc)
+    return out
 
 
 class SearchService:
@@ -169,19 +185,31 @@ class SearchService:
             raise BadRequest(
                 f"{len(images)} images in one request; the limit is {self.config.max_request_images}"
             )
-        loop = asyncio.get_running_loop()
-        size, limits = self.manifest.input_size, self.config.limits
-        tasks = [
-            loop.run_in_executor(self._decode_pool, decode_for_model, data, size, limits)
-            for data in images
-        ]
-        results = await asyncio.gather(*tasks, return_exceptions=True)
+        results = await self._decode_many(images)
         for i, result in enumerate(results):
-            if isinstance(result, BaseException):
-                if isinstance(result, InvalidImage) and len(images) > 1:
+            if isinstance(result, InvalidImage):
+                if len(images) > 1:
                     raise InvalidImage(f"image {i}: {result}") from result
                 raise result
         return np.stack(results)
+
+    async def _decode_many(self, images: list[bytes]) -> list[np.ndarray | InvalidImage]:
+        """Decode a batch in one executor job per decode thread (not one per image: for small images
+        the hand-off costs as much as the decode). Bad images come back as their error."""
+        if not images:
+            return []
+        loop = asyncio.get_running_loop()
+        size, limits = self.manifest.input_size, self.config.limits
+        chunk = -(-len(images) // self.config.decode_threads)
+        parts = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    self._decode_pool, _decode_chunk, images[i : i + chunk], size, limits
+                )
+                for i in range(0, len(images), chunk)
+            )
+        )
+        return [result for part in parts for result in part]
 
     async def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         batch = normalize(pixels, self.manifest.mean, self.manifest.std)
@@ -261,28 +289,26 @@ class SearchService:
         hashes = [hashlib.sha256(data).hexdigest() for _, data, _, _ in batch]
         known = await self._store(col.known_hashes, hashes)
         outcomes: list[IndexOutcome | None] = [None] * len(batch)
-        todo = []
-        for i, ((item_id, data, uri, meta_text), digest) in enumerate(
-            zip(batch, hashes, strict=True)
-        ):
-            item_id = item_id or digest
+        fresh = []
+        for i, ((item_id, _, _, _), digest) in enumerate(zip(batch, hashes, strict=True)):
             if digest in known:
-                outcomes[i] = IndexOutcome(item_id, "duplicate")
-                continue
+                outcomes[i] = IndexOutcome(item_id or digest, "duplicate")
+            else:
+                known.add(digest)  # a second copy inside this batch is a duplicate too
+                fresh.append(i)
+        decoded = await self._decode_many([batch[i][1] for i in fresh])
+        todo = []
+        for i, pixels in zip(fresh, decoded, strict=True):
+            item_id, _, uri, meta_text = batch[i]
+            item_id = item_id or hashes[i]
             try:
                 metadata = parse_metadata(meta_text)
-                pixels = await asyncio.get_running_loop().run_in_executor(
-                    self._decode_pool,
-                    decode_for_model,
-                    data,
-                    self.manifest.input_size,
-                    self.config.limits,
-                )
+                if isinstance(pixels, Exception):
+                    raise pixels
             except (InvalidImage, BadRequest) as exc:
                 outcomes[i] = IndexOutcome(item_id, "failed", str(exc))
                 continue
-            known.add(digest)
-            todo.append((i, item_id, pixels, uri, digest, metadata))
+            todo.append((i, item_id, pixels, uri, hashes[i], metadata))
         if todo:
             vectors = await self.embed_pixels(np.stack([t[2] for t in todo]))
             items = [
@@ -307,9 +333,11 @@ class SearchService:
                 f"noise_sigma must be between 0 and 255 on the 0-255 scale (0 = unknown), got {sigma}"
             )
         loop = asyncio.get_running_loop()
-        pixels = await loop.run_in_executor(
-            self._decode_pool, decode_rgb, image, self.config.limits
+        limits = dataclasses.replace(
+            self.config.limits,
+            max_pixels=min(self.config.limits.max_pixels, self.config.max_denoise_pixels),
         )
+        pixels = await loop.run_in_executor(self._decode_pool, decode_rgb, image, limits)
         clean = await loop.run_in_executor(
             self._decode_pool, self.denoiser, pixels, float(sigma) if sigma > 0 else None
         )

@@ -61,6 +61,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="'encoder': start the down path from a compact SimCLR encoder (--checkpoint)",
     )
     p.add_argument("--checkpoint", default="", help="SimCLR checkpoint for --init encoder")
+    p.add_argument(
+        "--weights",
+        default="",
+        help="continue from a trained denoiser checkpoint (same widths; a fresh schedule)",
+    )
     p.add_argument("--max-sigma", type=float, default=55.0)
     p.add_argument("--known-p", type=float, default=0.5, help="share of images told their sigma")
     p.add_argument("--poisson-p", type=float, default=0.0)
@@ -110,6 +115,7 @@ def train_denoiser(
     widths: tuple[int, ...] = (32, 64, 128, 256),
     init: str = "random",
     checkpoint: str = "",
+    weights: str = "",
     max_sigma: float = 55.0,
     known_p: float = 0.5,
     poisson_p: float = 0.0,
@@ -129,7 +135,15 @@ def train_denoiser(
     device = select_device(device_name)
     precision = resolve_precision(device, precision)
     library = build_library(data, patch_size, cache_dir, progress=progress)
-    model = build_denoiser(widths, init, checkpoint).to(device)
+    model = build_denoiser(widths, init, checkpoint)
+    steps_before = 0
+    if weights:
+        previous, state = load_denoiser(weights)
+        if previous.widths != model.widths:
+            raise ValueError(f"--weights has widths {previous.widths}, not {model.widths}")
+        model.load_state_dict(previous.state_dict())
+        steps_before = int(state["step"]) + int(state["config"].get("steps_before", 0))
+    model = model.to(device)
     model = model.to(memory_format=torch.channels_last)
     reader = BatchReader(library, min(batch_size, len(library)), seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -179,6 +193,8 @@ def train_denoiser(
         "mean": model.mean.flatten().tolist(),
         "std": model.std.flatten().tolist(),
         "init": init,
+        "weights": weights,
+        "steps_before": steps_before,
         "encoder_checkpoint": checkpoint,
         "patch_size": patch_size,
         "batch_size": reader.batch_size,
@@ -238,6 +254,7 @@ def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         args.widths,
         args.init,
         args.checkpoint,
+        args.weights,
         args.max_sigma,
         args.known_p,
         args.poisson_p,

@@ -76,7 +76,10 @@ def test_denoise_rpc(denoiser_bundle, tmp_path: Path, loop_thread) -> None:
 
     bundle, _ = denoiser_bundle
     running = loop_thread.run(
-        start_server(make_config(bundle, tmp_path / "store"), ServerOptions(address="127.0.0.1:0"))
+        start_server(
+            make_config(bundle, tmp_path / "store", max_denoise_pixels=6000),
+            ServerOptions(address="127.0.0.1:0"),
+        )
     )
     try:
         with Client(f"127.0.0.1:{running.port}") as client:
@@ -89,7 +92,10 @@ def test_denoise_rpc(denoiser_bundle, tmp_path: Path, loop_thread) -> None:
                 for sigma in (0.0, 25.0):
                     out = Image.open(io.BytesIO(client.denoise(data, sigma)))
                     assert out.format == "PNG" and out.size == (77, 77)
+            buffer = io.BytesIO()
+            Image.new("RGB", (100, 100)).save(buffer, "PNG")  # 10,000 pixels > 6,000
             for bad, sigma, words in [
+                (buffer.getvalue(), 0.0, "over the limit of 6000"),
                 (b"not an image", 0.0, "image"),
                 (data, -3.0, "between 0 and 255"),
                 (data, float("nan"), "between 0 and 255"),
