@@ -56,6 +56,7 @@ class ServiceConfig:
     # Denoise returns the full image as PNG: 16 MP keeps the answer under the 64 MB message limit
     # and the work near half a minute on 2 cores.
     max_denoise_pixels: int = 16_000_000
+    denoise_ensemble: int = 1
     limits: ImageLimits = field(default_factory=ImageLimits)
 
 
@@ -131,7 +132,13 @@ class SearchService:
             )
         if self.manifest.has("denoiser"):
             self.denoiser = await loop.run_in_executor(
-                None, lambda: Denoiser(self.manifest, self.config.device, self.config.ort_threads)
+                None,
+                lambda: Denoiser(
+                    self.manifest,
+                    self.config.device,
+                    self.config.ort_threads,
+                    self.config.denoise_ensemble,
+                ),
             )
         self.batcher = MicroBatcher(
             self.encoder, self.config.max_batch, self.config.max_wait_ms, self._on_batch

@@ -208,6 +208,18 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--ort-threads", type=int, default=_env("ort_threads", d.ort_threads))
     p.add_argument("--decode-threads", type=int, default=_env("decode_threads", d.decode_threads))
     p.add_argument("--faiss-threads", type=int, default=_env("faiss_threads", d.faiss_threads))
+    p.add_argument(
+        "--denoise-ensemble",
+        type=int,
+        choices=[1, 2, 4, 8],
+        default=_env("denoise_ensemble", d.denoise_ensemble),
+        help="Denoise: average this many rotated/flipped passes (more PSNR, proportionally slower)",
+    )
+    p.add_argument(
+        "--max-denoise-pixels",
+        type=int,
+        default=_env("max_denoise_pixels", d.max_denoise_pixels),
+    )
     p.add_argument("--max-concurrent", type=int, default=_env("max_concurrent", o.max_concurrent))
     p.add_argument(
         "--max-image-bytes", type=int, default=_env("max_image_bytes", ImageLimits().max_bytes)
@@ -244,6 +256,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServiceConfig, ServerOpt
         decode_threads=args.decode_threads,
         ort_threads=args.ort_threads,
         faiss_threads=args.faiss_threads,
+        denoise_ensemble=args.denoise_ensemble,
+        max_denoise_pixels=args.max_denoise_pixels,
         limits=ImageLimits(args.max_image_bytes, args.max_image_pixels),
     )
     options = ServerOptions(

@@ -2,8 +2,9 @@
 
 Image-to-image models (decoder, denoiser) do not need 24-bit weight mantissas: rounding their weights
 to float16 moves outputs by far less than one 8-bit grey level. Storing them as float16 with a
-``Cast`` to float32 halves the file (what a bundle ships and downloads) while ONNX Runtime folds the
-casts at load time, so inference still runs in float32 at the same speed.
+``Cast`` to float32 halves the file (what a bundle ships and downloads); inference still runs in
+float32 (measured here: the denoiser at 256 px, one thread, 121 ms with float32 storage against
+124-127 ms with float16 storage).
 
 Parity stays exact: :func:`round_weights_to_fp16` applies the same rounding to the PyTorch module
 before export, so ONNX Runtime is compared against the function it actually computes.

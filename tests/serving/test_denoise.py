@@ -42,7 +42,7 @@ def denoiser_bundle(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> tuple
 
 
 def test_bundle_runtime_denoises_any_size_and_matches_pytorch(denoiser_bundle, tiny_run) -> None:
-    from bundle.manifest import load_manifest
+    from bundle.manifest import BundleError, load_manifest
     from bundle.runtime import Denoiser
 
     bundle, _ = denoiser_bundle
@@ -62,6 +62,14 @@ def test_bundle_runtime_denoises_any_size_and_matches_pytorch(denoiser_bundle, t
     denoiser.max_tile = 512
     whole = denoiser.denoise_float(image, 25.0)
     assert np.abs(tiled - whole).mean() < 1.0
+    image = rng.integers(0, 256, (37, 53, 3)).astype(np.float32)
+    single = denoiser.denoise_float(image, None)
+    for passes in (2, 4, 8):
+        ensemble = Denoiser(manifest, device="cpu", ensemble=passes).denoise_float(image, None)
+        assert ensemble.shape == image.shape
+        assert 0 < np.abs(ensemble - single).mean() < 10  # the same model, averaged over views
+    with pytest.raises(BundleError, match="ensemble"):
+        Denoiser(manifest, device="cpu", ensemble=3)
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         denoiser(np.zeros((4, 4, 4), np.uint8))
     with pytest.raises(ValueError, match="between 0 and 255"):
