@@ -41,8 +41,9 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
         os.close(dir_fd)
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a checkpoint onto the CPU, refusing files that are not ours."""
+def load_checkpoint(path: str | os.PathLike[str], kind: str = "") -> dict[str, Any]:
+    """Load a checkpoint onto the CPU, refusing files that are not ours (or not of ``kind``,
+    e.g. ``"decoder"``, written by ``simclr train-<kind>``)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -52,6 +53,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"{path} is not a readable checkpoint: {exc}") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a simclr-search checkpoint (format {CHECKPOINT_FORMAT})")
+    if kind and state.get("kind") != kind:
+        raise ValueError(f"{path} is not a {kind} checkpoint (simclr train-{kind})")
     return state
 
 

@@ -197,9 +197,7 @@ def evaluate_decoder(
 
 
 def load_decoder(path: str) -> tuple[Decoder, dict[str, Any]]:
-    state = load_checkpoint(path)
-    if state.get("kind") != "decoder":
-        raise ValueError(f"{path} is not a decoder checkpoint (simclr train-decoder)")
+    state = load_checkpoint(path, kind="decoder")
     cfg = state["config"]
     decoder = Decoder(cfg["embed_dim"], cfg["image_size"], cfg["width"])
     decoder.load_state_dict(state["decoder"])

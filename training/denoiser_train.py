@@ -233,9 +233,7 @@ def train_denoiser(
 
 
 def load_denoiser(path: str) -> tuple[Denoiser, dict[str, Any]]:
-    state = load_checkpoint(path)
-    if state.get("kind") != "denoiser":
-        raise ValueError(f"{path} is not a denoiser checkpoint (simclr train-denoiser)")
+    state = load_checkpoint(path, kind="denoiser")
     cfg = state["config"]
     model = Denoiser(tuple(cfg["widths"]), tuple(cfg["mean"]), tuple(cfg["std"]))
     model.load_state_dict(state["denoiser"])
