@@ -111,6 +111,9 @@ class SearchService:
         self.store: Store | None = None
         self._decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
         self._store_pool = ThreadPoolExecutor(2, thread_name_prefix="store")
+        # Denoise / Reconstruct run whole images through a model for up to seconds: one thread of
+        # their own, so they queue behind each other and never hold up Embed's decoding.
+        self._image_pool = ThreadPoolExecutor(1, thread_name_prefix="image-models")
         self.batch_sizes: list[int] = []
         self.ready = False
 
@@ -171,6 +174,7 @@ class SearchService:
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)
         self._decode_pool.shutdown(wait=True)
         self._store_pool.shutdown(wait=True)
+        self._image_pool.shutdown(wait=True)
 
     def _on_batch(self, size: int) -> None:
         self.batch_sizes.append(size)
@@ -344,11 +348,11 @@ class SearchService:
             self.config.limits,
             max_pixels=min(self.config.limits.max_pixels, self.config.max_denoise_pixels),
         )
-        pixels = await loop.run_in_executor(self._decode_pool, decode_rgb, image, limits)
+        pixels = await loop.run_in_executor(self._image_pool, decode_rgb, image, limits)
         clean = await loop.run_in_executor(
-            self._decode_pool, self.denoiser, pixels, float(sigma) if sigma > 0 else None
+            self._image_pool, self.denoiser, pixels, float(sigma) if sigma > 0 else None
         )
-        return await loop.run_in_executor(self._decode_pool, encode_png, clean)
+        return await loop.run_in_executor(self._image_pool, encode_png, clean)
 
     async def reconstruct(self, image: bytes | None, embedding: np.ndarray | None) -> bytes:
         """An image for an embedding (or for an image's embedding), as PNG at the encoder's input size."""
@@ -371,7 +375,7 @@ class SearchService:
         if not np.isfinite(embedding).all() or not np.any(embedding):
             raise BadRequest("the embedding must be finite and not all zero")
         loop = asyncio.get_running_loop()
-        pixels = await loop.run_in_executor(self._decode_pool, self.decoder, embedding[None, :])
+        pixels = await loop.run_in_executor(self._image_pool, self.decoder, embedding[None, :])
         return encode_png(
             (np.clip(pixels[0], 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8)
         )
