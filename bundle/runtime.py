@@ -9,6 +9,7 @@ pool, gRPC and faiss do not fight ONNX Runtime for the cores. Graph optimisation
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -195,11 +196,21 @@ class Denoiser:
         self.max_tile = int(tiling.get("max_tile", 512))
         self.overlap = int(tiling.get("overlap", 32))
 
-    def __call__(self, image: np.ndarray, sigma: float | None = None) -> np.ndarray:
-        """``(H, W, 3)`` uint8 -> ``(H, W, 3)`` uint8."""
-        return (self.denoise_float(image, sigma) + 0.5).astype(np.uint8)
+    def __call__(
+        self,
+        image: np.ndarray,
+        sigma: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        """``(H, W, 3)`` uint8 -> ``(H, W, 3)`` uint8; ``cancelled`` stops a tiled run early."""
+        return (self.denoise_float(image, sigma, cancelled) + 0.5).astype(np.uint8)
 
-    def denoise_float(self, image: np.ndarray, sigma: float | None = None) -> np.ndarray:
+    def denoise_float(
+        self,
+        image: np.ndarray,
+        sigma: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
         """``(H, W, 3)`` on the 0-255 scale (noisy values outside it are fine) -> float32 in [0, 255]."""
         from bundle.tiling import apply_tiled
 
@@ -225,5 +236,5 @@ class Denoiser:
                 total += y[..., ::-1] if flip else y
             return total / len(self.transforms)
 
-        out = apply_tiled(run, chw, self.max_tile, self.overlap)
+        out = apply_tiled(run, chw, self.max_tile, self.overlap, cancelled=cancelled)
         return np.clip(out, 0, 1).transpose(1, 2, 0) * 255.0

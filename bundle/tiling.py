@@ -18,6 +18,10 @@ import numpy as np
 TileFn = Callable[[np.ndarray], np.ndarray]
 
 
+class Cancelled(Exception):
+    """The caller no longer wants the result (``apply_tiled(cancelled=...)``)."""
+
+
 def _starts(length: int, max_tile: int, overlap: int) -> tuple[int, list[int]]:
     """Tile size and start offsets covering ``[0, length)`` with the given overlap."""
     if length <= max_tile:
@@ -69,11 +73,14 @@ def apply_tiled(
     max_tile: int = 512,
     overlap: int = 32,
     batch: int = 4,
+    cancelled: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """Run ``fn`` over ``image`` ``(3, H, W)`` float32 in tiles; returns ``(3, H, W)`` float32.
 
     ``fn`` maps ``(n, 3, h, w) -> (n, 3, h, w)``; it must be shift-equivariant away from borders
     (a fully convolutional network is) for the blend to agree with a whole-image pass.
+    ``cancelled`` is asked before each group of tiles; when it says True the work stops with
+    :class:`Cancelled` (a caller that went away should not keep a core busy for seconds).
     """
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"expected an image of shape (3, H, W), got {image.shape}")
@@ -84,6 +91,8 @@ def apply_tiled(
     total = np.zeros((3, height, width), dtype=np.float32)
     weight = np.zeros((height, width), dtype=np.float32)
     for group in _batches(origins, batch):
+        if cancelled is not None and cancelled():
+            raise Cancelled(f"stopped after some of {len(origins)} tiles: the caller went away")
         tiles = np.stack([image[:, t : t + tile_h, s : s + tile_w] for t, s in group])
         outputs = np.asarray(fn(tiles.astype(np.float32, copy=False)), dtype=np.float32)
         if outputs.shape != tiles.shape:

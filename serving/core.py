@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -349,9 +350,18 @@ class SearchService:
             max_pixels=min(self.config.limits.max_pixels, self.config.max_denoise_pixels),
         )
         pixels = await loop.run_in_executor(self._image_pool, decode_rgb, image, limits)
-        clean = await loop.run_in_executor(
-            self._image_pool, self.denoiser, pixels, float(sigma) if sigma > 0 else None
-        )
+        gone = threading.Event()  # set when the caller cancels or its deadline passes
+        try:
+            clean = await loop.run_in_executor(
+                self._image_pool,
+                self.denoiser,
+                pixels,
+                float(sigma) if sigma > 0 else None,
+                gone.is_set,
+            )
+        except asyncio.CancelledError:
+            gone.set()  # the running tile loop stops at its next group; queued work is dropped
+            raise
         return await loop.run_in_executor(self._image_pool, encode_png, clean)
 
     async def reconstruct(self, image: bytes | None, embedding: np.ndarray | None) -> bytes:

@@ -144,3 +144,18 @@ def test_learning_rate_warms_up_then_decays_to_zero() -> None:
     assert learning_rate(0.02, 1e-3) == pytest.approx(1e-3)
     assert learning_rate(0.5, 1e-3) == pytest.approx(0.5e-3, rel=0.05)
     assert learning_rate(1.0, 1e-3) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_tiled_run_stops_when_the_caller_goes_away() -> None:
+    from bundle.tiling import Cancelled
+
+    calls = []
+
+    def fn(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return batch
+
+    image = np.zeros((3, 300, 300), dtype=np.float32)
+    with pytest.raises(Cancelled, match="caller went away"):
+        apply_tiled(fn, image, max_tile=96, overlap=32, batch=1, cancelled=lambda: len(calls) >= 2)
+    assert len(calls) == 2 < len(plan_tiles(300, 300, 96, 32)[2])
