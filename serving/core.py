@@ -35,6 +35,8 @@ from serving.images import ImageLimits, decode_for_model, decode_rgb, encode_png
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
+INLINE_DECODE_BYTES = 16 * 1024
+INLINE_DECODE_PIXELS = 128 * 128
 
 
 @dataclass
@@ -110,6 +112,9 @@ class SearchService:
         self.denoiser: Denoiser | None = None
         self.batcher: MicroBatcher | None = None
         self.store: Store | None = None
+        self._inline_limits = dataclasses.replace(
+            config.limits, max_pixels=min(config.limits.max_pixels, INLINE_DECODE_PIXELS)
+        )
         self._decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
         self._store_pool = ThreadPoolExecutor(2, thread_name_prefix="store")
         # Denoise / Reconstruct run whole images through a model for up to seconds: one thread of
@@ -210,8 +215,16 @@ class SearchService:
         the hand-off costs as much as the decode). Bad images come back as their error."""
         if not images:
             return []
-        loop = asyncio.get_running_loop()
         size, limits = self.manifest.input_size, self.config.limits
+        if len(images) == 1 and len(images[0]) <= INLINE_DECODE_BYTES:
+            # One small image (a thumbnail-sized query): decoding it here costs less than handing
+            # it to a thread and back. A pixel cap keeps a tiny file that expands into a huge
+            # image off the event loop: anything over it takes the thread path below.
+            try:
+                return [decode_for_model(images[0], size, self._inline_limits)]
+            except InvalidImage:
+                pass  # over the cap, or bad: the thread path decodes again and says why
+        loop = asyncio.get_running_loop()
         chunk = -(-len(images) // self.config.decode_threads)
         parts = await asyncio.gather(
             *(

@@ -118,6 +118,20 @@ def test_bad_images_are_invalid_argument(server, tiny_bundle, name: str, payload
         assert info.value.details()
 
 
+def test_small_files_decode_inline_or_in_a_thread_alike(server, tiny_bundle) -> None:
+    """A small file decodes on the event loop only under a pixel cap; over it, the thread path."""
+    _, address = server
+    _, library = tiny_bundle
+    small = next(iter(_images(library)))
+    big = _png(600, 400, "RGB")  # a few kB that expand past the inline cap
+    assert len(big) < 16 * 1024
+    with Client(address) as client:
+        one = client.embed([small])
+        assert one.shape[0] == 1
+        np.testing.assert_allclose(client.embed([small, small])[0], one[0], atol=1e-5)
+        assert client.embed([big]).shape == one.shape
+
+
 def test_bad_requests_get_the_right_codes(server, tiny_bundle) -> None:
     _, address = server
     _, library = tiny_bundle
