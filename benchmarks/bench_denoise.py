@@ -74,13 +74,6 @@ def identity(noisy: np.ndarray, sigma: float | None) -> np.ndarray:
     return noisy
 
 
-def onnx_method(denoiser: OnnxDenoiser):
-    def run(noisy: np.ndarray, sigma: float | None) -> np.ndarray:
-        return denoiser.denoise_float(noisy, sigma)
-
-    return run
-
-
 def speed(
     model: torch.nn.Module,
     onnx: OnnxDenoiser,
@@ -173,9 +166,9 @@ def main() -> None:
                 row = {"set": set_name, "sigma": sigma}
                 methods = {
                     "noisy": (identity, True),
-                    "ours_blind": (onnx_method(onnx), False),
-                    "ours_known": (onnx_method(onnx), True),
-                    "ours_blind_x4": (onnx_method(onnx4), False),
+                    "ours_blind": (onnx.denoise_float, False),
+                    "ours_known": (onnx.denoise_float, True),
+                    "ours_blind_x4": (onnx4.denoise_float, False),
                     "nlm": (nlm, True),
                 }
                 for name, (method, known) in methods.items():

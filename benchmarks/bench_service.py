@@ -75,9 +75,9 @@ def model_only_rate(bundle: Path, images: list[bytes], seconds: float, batch: in
     return count / (time.perf_counter() - tick)
 
 
-async def grpc_rate(
-    address: str, images: list[bytes], clients: int, seconds: float, per_call: int = 1
-) -> float:
+async def closed_loop(address: str, clients: int, seconds: float, call) -> float:
+    """Items/s when ``clients`` connections each send ``await call(client, i)`` back to back;
+    ``call`` returns how many items the request carried, ``i`` counts that client's requests."""
     count = 0
     stop = time.perf_counter() + seconds
 
@@ -86,13 +86,23 @@ async def grpc_rate(
         async with AsyncClient(address) as client:
             i = offset
             while time.perf_counter() < stop:
-                await client.embed([images[(i + j) % len(images)] for j in range(per_call)])
-                count += per_call
-                i += clients * per_call
+                done = await call(client, i)  # not "count += await": that reads count first
+                count += done
+                i += clients
 
     tick = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(clients)))
     return count / (time.perf_counter() - tick)
+
+
+async def grpc_rate(
+    address: str, images: list[bytes], clients: int, seconds: float, per_call: int = 1
+) -> float:
+    async def embed(client: AsyncClient, i: int) -> int:
+        await client.embed([images[(i * per_call + j) % len(images)] for j in range(per_call)])
+        return per_call
+
+    return await closed_loop(address, clients, seconds, embed)
 
 
 async def latency(
@@ -125,21 +135,11 @@ async def latency(
 
 
 async def search_qps(address: str, queries: np.ndarray, clients: int, seconds: float) -> float:
-    count = 0
-    stop = time.perf_counter() + seconds
+    async def search(client: AsyncClient, i: int) -> int:
+        await client.search(vector=queries[i % len(queries)], k=10, collection="vectors")
+        return 1
 
-    async def worker(offset: int) -> None:
-        nonlocal count
-        async with AsyncClient(address) as client:
-            i = offset
-            while time.perf_counter() < stop:
-                await client.search(vector=queries[i % len(queries)], k=10, collection="vectors")
-                count += 1
-                i += clients
-
-    tick = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(clients)))
-    return count / (time.perf_counter() - tick)
+    return await closed_loop(address, clients, seconds, search)
 
 
 def fill_vectors(store_root: Path, dim: int, n: int) -> None:

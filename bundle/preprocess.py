@@ -27,14 +27,10 @@ class ImageDecodeError(ValueError):
     """The bytes are not an image we can use; the message says why."""
 
 
-def decode_square(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode ``data`` to a ``(size, size, 3)`` uint8 RGB array.
-
-    Raises:
-        ImageDecodeError: empty, truncated, unsupported or oversized images.
-    """
-    if size <= 0:
-        raise ValueError(f"size must be positive, got {size}")
+def _decode_rgb(data: bytes, max_pixels: int, draft: int = 0) -> Image.Image:
+    """The checked decode every path shares: allow-listed format, pixel limit before decoding,
+    decompression bombs and broken files reported as :class:`ImageDecodeError`. ``draft`` > 0 lets
+    libjpeg scale by 1/2, 1/4, 1/8 while decoding when the result will be that small anyway."""
     if not data:
         raise ImageDecodeError("empty file")
     try:
@@ -48,19 +44,9 @@ def decode_square(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> np.nd
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageDecodeError(f"{width}x{height} pixels is over the limit of {max_pixels}")
-            if image.format == "JPEG":
-                # Let libjpeg scale by 1/2, 1/4, 1/8 while decoding: much faster for large photos.
-                image.draft("RGB", (size, size))
-            image = image.convert("RGB")
-            scale = size / min(image.size)
-            new_w = max(size, round(image.size[0] * scale))
-            new_h = max(size, round(image.size[1] * scale))
-            if (new_w, new_h) != image.size:
-                image = image.resize((new_w, new_h), Image.BICUBIC, reducing_gap=3.0)
-            left = (new_w - size) // 2
-            top = (new_h - size) // 2
-            image = image.crop((left, top, left + size, top + size))
-            return np.asarray(image, dtype=np.uint8)
+            if draft and image.format == "JPEG":
+                image.draft("RGB", (draft, draft))
+            return image.convert("RGB")
     except ImageDecodeError:
         raise
     except (
@@ -71,6 +57,35 @@ def decode_square(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> np.nd
         Image.DecompressionBombWarning,
     ) as exc:
         raise ImageDecodeError(f"cannot decode image: {exc}") from exc
+
+
+def decode_full(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode ``data`` at its own size: ``(H, W, 3)`` uint8 RGB (for image-to-image models).
+
+    Raises:
+        ImageDecodeError: empty, truncated, unsupported or oversized images.
+    """
+    return np.asarray(_decode_rgb(data, max_pixels), dtype=np.uint8)
+
+
+def decode_square(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode ``data`` to a ``(size, size, 3)`` uint8 RGB array.
+
+    Raises:
+        ImageDecodeError: empty, truncated, unsupported or oversized images.
+    """
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    image = _decode_rgb(data, max_pixels, draft=size)
+    scale = size / min(image.size)
+    new_w = max(size, round(image.size[0] * scale))
+    new_h = max(size, round(image.size[1] * scale))
+    if (new_w, new_h) != image.size:
+        image = image.resize((new_w, new_h), Image.BICUBIC, reducing_gap=3.0)
+    left = (new_w - size) // 2
+    top = (new_h - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    return np.asarray(image, dtype=np.uint8)
 
 
 def normalize(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from bundle.preprocess import ALLOWED_FORMATS, ImageDecodeError, decode_square
+from bundle.preprocess import ALLOWED_FORMATS, ImageDecodeError, decode_full, decode_square
 from serving.errors import InvalidImage
 
 
@@ -23,23 +23,25 @@ class ImageLimits:
 
 def decode_for_model(data: bytes, size: int, limits: ImageLimits) -> np.ndarray:
     """Encoded bytes -> ``(size, size, 3)`` uint8, or :class:`InvalidImage` with a reason a person can act on."""
+    return _checked(lambda: decode_square(data, size, limits.max_pixels), data, limits)
+
+
+def decode_rgb(data: bytes, limits: ImageLimits) -> np.ndarray:
+    """Encoded bytes -> full-size ``(H, W, 3)`` uint8 (for the denoiser), with the same checks."""
+    return _checked(lambda: decode_full(data, limits.max_pixels), data, limits)
+
+
+def _checked(decode, data: bytes, limits: ImageLimits) -> np.ndarray:
     if not data:
         raise InvalidImage("the image is empty (0 bytes)")
     if len(data) > limits.max_bytes:
         raise InvalidImage(f"the image is {len(data)} bytes; the limit is {limits.max_bytes}")
     try:
-        return decode_square(data, size, limits.max_pixels)
+        return decode()
     except ImageDecodeError as exc:
         raise InvalidImage(
             f"{exc} (accepted formats: {', '.join(sorted(ALLOWED_FORMATS - {'MPO'}))})"
         ) from exc
-
-
-def decode_rgb(data: bytes, limits: ImageLimits) -> np.ndarray:
-    """Encoded bytes -> full-size ``(H, W, 3)`` uint8 (for the denoiser), with the same checks."""
-    decode_for_model(data, 8, limits)  # validates format, size and pixel count cheaply
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def encode_png(pixels: np.ndarray) -> bytes:

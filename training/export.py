@@ -89,7 +89,12 @@ def compare_with_onnxruntime(module: nn.Module, path: Path, inputs: np.ndarray) 
     with torch.no_grad():
         expected = module.eval()(torch.from_numpy(inputs)).numpy()
     got = session.run(None, {session.get_inputs()[0].name: inputs})[0]
-    a, b = expected.reshape(len(inputs), -1), got.reshape(len(inputs), -1)
+    return agreement(expected, got)
+
+
+def agreement(expected: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    """Max absolute difference and minimum per-row cosine of two same-shape output batches."""
+    a, b = expected.reshape(len(expected), -1), got.reshape(len(got), -1)
     cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
     return {"max_abs_diff": float(np.abs(a - b).max()), "min_cosine": float(cosine.min())}
 

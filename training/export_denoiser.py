@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.export import MAX_ABS_DIFF, MIN_COSINE, OPSET, fold_batchnorm
+from training.export import MAX_ABS_DIFF, MIN_COSINE, OPSET, agreement, fold_batchnorm
 from training.onnx_storage import round_weights_to_fp16, store_weights_as_fp16
 
 PARITY_SIZES = ((1, 1), (7, 5), (32, 32), (33, 47), (96, 128), (161, 100))
@@ -46,9 +46,7 @@ def _parity(module: nn.Module, session: Any, inputs: np.ndarray, sigma: np.ndarr
     with torch.no_grad():
         expected = module(torch.from_numpy(inputs), torch.from_numpy(sigma)).numpy()
     got = session.run(None, {"images": inputs, "noise_sigma": sigma})[0]
-    a, b = expected.reshape(len(inputs), -1), got.reshape(len(inputs), -1)
-    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
-    return {"max_abs_diff": float(np.abs(a - b).max()), "min_cosine": float(cosine.min())}
+    return agreement(expected, got)
 
 
 def check_parity(module: nn.Module, path: Path, images: np.ndarray, seed: int = 0) -> dict:

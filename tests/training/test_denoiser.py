@@ -32,7 +32,7 @@ def test_any_size_gives_the_same_shape(size: tuple[int, int]) -> None:
     assert torch.isfinite(out).all()
 
 
-def test_untrained_denoiser_is_the_identity_and_the_level_matters_once_trained() -> None:
+def test_a_new_denoiser_is_the_identity_and_the_noise_level_input_is_wired() -> None:
     x = torch.rand(1, 3, 20, 20)
     with torch.no_grad():
         torch.testing.assert_close(Denoiser((8, 16))(x, torch.tensor([10.0])), x)
