@@ -12,8 +12,10 @@ The equivalent CLI command is printed, so a run can be reproduced without this s
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -26,19 +28,29 @@ from benchmarks.common import cifar, emit, machine
 from training.config import TrainConfig
 from training.data.library import build_library
 from training.models.simclr import build_model
-from training.precision import resolve_precision
+from training.precision import resolve_precision, select_device
 from training.train import evaluate, run
 
 
 def random_floor(cfg: TrainConfig, cache: str) -> float:
     torch.manual_seed(cfg.seed)
+    device = select_device(cfg.device)
     model = build_model(cfg.encoder, cfg.small_stem, cfg.width).to(
-        memory_format=torch.channels_last
+        device, memory_format=torch.channels_last
     )
     bank = build_library(cfg.data, cfg.cache_size, cache, progress=False)
     test = build_library(cfg.knn_test, cfg.cache_size, cache, progress=False)
-    device = torch.device("cpu")
     return evaluate(model, bank, test, cfg, device, resolve_precision(device, cfg.precision))
+
+
+def training_images_per_s(metrics: Path) -> float:
+    """Median images/s (two views each) over the run's logged steps, the first interval left out."""
+    rates = [
+        row["images_per_s"]
+        for row in map(json.loads, metrics.read_text().splitlines())
+        if row.get("kind") == "step" and "images_per_s" in row
+    ]
+    return float(statistics.median(rates[1:] or rates)) if rates else float("nan")
 
 
 def main() -> None:
@@ -56,6 +68,9 @@ def main() -> None:
     parser.add_argument("--rotation-degrees", type=float, default=TrainConfig.rotation_degrees)
     parser.add_argument("--proj-hidden-dim", type=int, default=TrainConfig.proj_hidden_dim)
     parser.add_argument("--noise-p", type=float, default=TrainConfig.noise_p)
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--eval-every", type=int, default=5, help="epochs between kNN evaluations")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -70,7 +85,9 @@ def main() -> None:
         cache_dir=cache,
         encoder=args.encoder,
         time_budget_min=minutes,
-        eval_every=5,
+        eval_every=args.eval_every,
+        batch_size=args.batch_size,
+        device=args.device,
         compile=args.compile,
         progress=False,
         lr=args.lr,
@@ -85,16 +102,19 @@ def main() -> None:
         f"--encoder {cfg.encoder} --time-budget-min {minutes:g} --eval-every {cfg.eval_every} "
         f"--lr {cfg.lr:g} --temperature {cfg.temperature:g} --blur-p {cfg.blur_p:g} "
         f"--rotation-degrees {cfg.rotation_degrees:g} --proj-hidden-dim {cfg.proj_hidden_dim} "
-        f"--noise-p {cfg.noise_p:g}" + (" --compile true" if args.compile else "")
+        f"--noise-p {cfg.noise_p:g} --batch-size {cfg.batch_size} --device {cfg.device}"
+        + (" --compile true" if args.compile else "")
     )
     print(f"machine: {machine()}")
     print(f"command: {command}")
     floor = random_floor(cfg, cache)
     print(f"random-initialisation floor: kNN top-1 {100 * floor:.2f}%")
     summary = run(cfg)
+    images_per_s = training_images_per_s(Path(out_dir) / "metrics.jsonl")
     print(
         f"after {summary['seconds'] / 60:.1f} min ({summary['epochs']:.1f} epochs, {summary['precision']}): "
-        f"kNN top-1 {100 * summary['knn_top1']:.2f}% (floor {100 * floor:.2f}%); curves: {out_dir}/curves.png"
+        f"kNN top-1 {100 * summary['knn_top1']:.2f}% (floor {100 * floor:.2f}%); "
+        f"{images_per_s:.0f} training images/s on {summary['device']}; curves: {out_dir}/curves.png"
     )
     emit(
         {
@@ -104,6 +124,10 @@ def main() -> None:
             "minutes": summary["seconds"] / 60,
             "budget_minutes": minutes,
             "encoder": cfg.encoder,
+            "batch_size": cfg.batch_size,
+            "device": summary["device"],
+            "machine": machine(),
+            "train_images_per_s": images_per_s,
             "command": command,
             "quick": args.quick,
             "out_dir": out_dir,

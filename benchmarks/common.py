@@ -9,7 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+# ``../shared/datasets`` beside the checkout; SIMCLR_DATASETS points elsewhere (a GPU machine that
+# receives a copy of the data inside the working tree, say).
+SHARED = Path(
+    os.environ.get("SIMCLR_DATASETS") or Path(__file__).resolve().parents[2] / "shared" / "datasets"
+)
 
 
 def cifar(split: str) -> Path:
