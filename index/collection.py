@@ -3,6 +3,7 @@
 Write path (one writer at a time): validate -> one SQLite transaction (items + change log) -> commit
 (the acknowledgement point) -> apply to the in-memory FAISS index under a brief exclusive lock.
 Read path (many at once): FAISS search under the shared lock -> look up ids in SQLite.
+Re-plans (flat -> IVF as the collection grows) are built in a background thread and swapped in.
 Open path: load the snapshot (or rebuild from SQLite if it is missing or corrupt) -> replay the
 changes after its ``seq`` -> if FAISS and SQLite still disagree on the count, rebuild from SQLite.
 """
@@ -76,6 +77,10 @@ class Collection:
         self._snapshot_seq = 0
         self._closed = False
         self._built_for = int(meta.get_setting("built_for") or 0)
+        # A re-plan runs in a thread so writes never wait for k-means (seconds at 50k vectors,
+        # minutes at millions); ``_rebuild_from`` is the change-log seq it catches up from.
+        self._rebuild_thread: threading.Thread | None = None
+        self._rebuild_from: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     @classmethod
@@ -112,6 +117,8 @@ class Collection:
         collection._snapshot_seq = seq
         collection._applied_seq = seq
         collection._replay()
+        with collection._writer:  # a re-plan abandoned at the last close starts again now
+            collection._after_write()
         return collection
 
     @staticmethod
@@ -162,10 +169,15 @@ class Collection:
             self._applied_seq = self.meta.last_seq()
 
     def close(self) -> None:
+        """Snapshot and close. A background re-plan still running is abandoned, not waited for:
+        the index it would replace is complete, and the next open starts the re-plan again."""
         if self._closed:
             return
         try:
-            self.snapshot()
+            with self._writer:
+                self._closed = True  # a rebuild thread checks this before it installs
+                self._rebuild_from = None
+                self._snapshot_locked()
         finally:
             self.meta.close()
             self._closed = True
@@ -275,18 +287,96 @@ class Collection:
         return len(removed)
 
     def _after_write(self) -> None:
-        """Snapshot every ``snapshot_every`` changes; rebuild HNSW with many tombstones; re-plan auto."""
+        """Snapshot every ``snapshot_every`` changes; rebuild HNSW with many tombstones; re-plan auto
+        (both rebuilds in the background: see :meth:`_start_rebuild`)."""
         vi = self._vi
         if vi.spec.kind == "hnsw" and len(vi.tombstones) > TOMBSTONE_REBUILD_FRACTION * max(
             1, vi.ntotal
         ):
-            self._rebuild_locked(vi.spec)
+            self._start_rebuild(vi.spec)
         elif self.config.index == "auto":
             count = vi.live  # equals SQLite's count (checked on open); no COUNT(*) per write
             if count >= self.config.exact_below and count >= 2 * max(self._built_for, 1):
-                self._rebuild_locked(None)
+                self._start_rebuild(None)
         if self._applied_seq - self._snapshot_seq >= self.config.snapshot_every:
             self._snapshot_locked()
+
+    def _start_rebuild(self, spec: IndexSpec | None) -> None:
+        """Start a background rebuild (called under the writer lock, so no write is half done).
+
+        The thread builds and tunes a fresh index from SQLite while reads and writes go on against
+        the current one, then, under the writer lock, applies the changes logged after it started
+        (internal ids are never reused, so each id is added or deleted at most once) and swaps it
+        in. Until then the change log is kept from that point, even across snapshots.
+        """
+        if self._rebuild_thread is not None or self._closed:
+            return
+        self._rebuild_from = self.meta.last_seq()
+        self._rebuild_thread = threading.Thread(
+            target=self._rebuild_in_background,
+            args=(spec, self._rebuild_from),
+            name=f"rebuild-{self.name}",
+            daemon=True,
+        )
+        self._rebuild_thread.start()
+
+    def _rebuild_in_background(self, spec: IndexSpec | None, since: int) -> None:
+        count = 0
+        try:
+            count = self.meta.count()
+            started = time.perf_counter()
+            spec = self._plan(spec, count)
+            built: set[int] = set()
+            fresh = _build_from_sqlite(self.meta, self.config, spec, built)
+            self._tune(fresh, self.config.target_recall)
+            with self._writer:
+                if self._closed:
+                    log.info(
+                        "collection %s: closed during a rebuild; re-planned at next open", self.name
+                    )
+                    return
+                changes = self.meta.changes_after(since)
+                gone = [i for _, op, i in changes if op == "del" and i in built]
+                new = [i for _, op, i in changes if op == "add" and i not in built]
+                fresh.remove(np.asarray(gone, dtype=np.int64))
+                ids, vectors = self.meta.vectors_for(new, self.config.dim)  # only the live ones
+                fresh.add(ids, vectors)
+                self._rebuild_from = None
+                self._install(fresh, count)
+                self._rebuild_thread = None
+                self._after_write()  # grown past the next step meanwhile: plan again
+            log.info(
+                "collection %s: rebuilt as %s for %d vectors in %.1f s (%d changes caught up)",
+                self.name,
+                fresh.spec.kind,
+                count,
+                time.perf_counter() - started,
+                len(changes),
+            )
+        except Exception:
+            if self._closed:  # closed under it (its SQLite connection too): abandoned, not failed
+                return
+            log.exception(
+                "collection %s: background index rebuild failed; the current index stays in use",
+                self.name,
+            )
+            self._built_for = max(self._built_for, count)  # retry only after it doubles again
+        finally:
+            with self._writer:
+                if self._rebuild_thread is threading.current_thread():
+                    self._rebuild_from = None
+                    self._rebuild_thread = None
+
+    def wait_for_rebuild(self, timeout: float | None = None) -> bool:
+        """Block until no background rebuild is running (one may start another when the collection
+        grew meanwhile); False if ``timeout`` ran out first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (thread := self._rebuild_thread) is not None:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            thread.join(remaining)
+        return True
 
     # -- reads ------------------------------------------------------------------------------------
     def count(self) -> int:
@@ -402,7 +492,9 @@ class Collection:
                 f"could not write the index snapshot ({exc}); no data was lost"
             ) from exc
         self._snapshot_seq = seq
-        self.meta.forget_changes_through(seq)
+        # A background rebuild still needs the changes logged since it started.
+        keep_from = self._rebuild_from
+        self.meta.forget_changes_through(seq if keep_from is None else min(seq, keep_from))
 
     def rebuild(
         self, kind: str | None = None, target_recall: float | None = None
@@ -410,6 +502,7 @@ class Collection:
         """Rebuild (and compact) the FAISS index from SQLite; ``kind=None`` re-plans from the data."""
         if kind is not None and kind != "auto" and kind not in KINDS:
             raise InvalidArgument(f"index must be 'auto' or one of {KINDS}, got {kind!r}")
+        self.wait_for_rebuild()
         with self._writer:
             spec = None if kind in (None, "auto") else _empty_spec(kind)
             return self._rebuild_locked(spec, target_recall)
@@ -418,24 +511,31 @@ class Collection:
         self, spec: IndexSpec | None, target_recall: float | None = None
     ) -> dict[str, Any]:
         count = self.meta.count()
-        if spec is None:
-            spec = planner.choose_spec(
-                count, self.config.dim, self.config.memory_budget_bytes, self.config.exact_below
-            )
-        elif spec.kind.startswith("ivf") and not spec.nlist:
-            spec.nlist = planner.default_nlist(count)
+        spec = self._plan(spec, count)
         started = time.perf_counter()
         fresh = _build_from_sqlite(self.meta, self.config, spec)
-        seq = self.meta.last_seq()
         tuned = self._tune(fresh, target_recall or self.config.target_recall)
+        self._install(fresh, count)
+        return {"spec": fresh.spec.to_dict(), "seconds": time.perf_counter() - started, **tuned}
+
+    def _plan(self, spec: IndexSpec | None, count: int) -> IndexSpec:
+        if spec is None:
+            return planner.choose_spec(
+                count, self.config.dim, self.config.memory_budget_bytes, self.config.exact_below
+            )
+        if spec.kind.startswith("ivf") and not spec.nlist:
+            spec.nlist = planner.default_nlist(count)
+        return spec
+
+    def _install(self, fresh: VectorIndex, count: int) -> None:
+        """Swap in ``fresh``, which holds exactly SQLite's vectors now (writer lock held)."""
         with self._lock.write():
             self._vi = fresh
-            self._applied_seq = seq
+            self._applied_seq = self.meta.last_seq()
         self.meta.set_setting("spec", fresh.spec.to_dict())
         self.meta.set_setting("built_for", count)
         self._built_for = count
         self._snapshot_locked()
-        return {"spec": fresh.spec.to_dict(), "seconds": time.perf_counter() - started, **tuned}
 
     def _tune(
         self, vi: VectorIndex, target_recall: float, queries: int = 200, k: int = 10
@@ -475,9 +575,10 @@ def _all_vectors(meta: MetadataStore, dim: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def _build_from_sqlite(
-    meta: MetadataStore, config: CollectionConfig, spec: IndexSpec
+    meta: MetadataStore, config: CollectionConfig, spec: IndexSpec, added: set[int] | None = None
 ) -> VectorIndex:
-    """A fresh index holding exactly SQLite's vectors (trained on a sample for IVF kinds)."""
+    """A fresh index holding SQLite's vectors (trained on a sample for IVF kinds); the internal ids
+    it added go into ``added`` when given."""
     vi = VectorIndex(IndexSpec.from_dict(spec.to_dict()), config.dim, config.metric)
     if vi.needs_training:
         count = meta.count()
@@ -493,6 +594,8 @@ def _build_from_sqlite(
             vi.train(meta.sample_vectors(size, config.dim)[1])
     for ids, vectors in meta.iter_vectors(config.dim):
         vi.add(ids, vectors)
+        if added is not None:
+            added.update(ids.tolist())
     return vi
 
 

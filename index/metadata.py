@@ -161,19 +161,27 @@ class MetadataStore:
         now = time.time()
 
         def fn(conn: sqlite3.Connection):
-            added, removed = [], []
+            # One lookup and one change-log statement per batch, one INSERT per item (its new id).
+            external = [item.external_id for item in items]
+            existing: dict[str, int] = {}
+            for chunk in _chunks(external, 900):
+                marks = ",".join("?" * len(chunk))
+                existing.update(
+                    conn.execute(
+                        f"SELECT external_id, id FROM items WHERE external_id IN ({marks})", chunk
+                    ).fetchall()
+                )
+            if existing and not replace:
+                first = next(i for i in external if i in existing)
+                raise InvalidArgument(f"id {first!r} already exists; use upsert to replace it")
+            removed = [existing[i] for i in external if i in existing]
+            if removed:
+                conn.executemany("DELETE FROM items WHERE id = ?", [(r,) for r in removed])
+                conn.executemany(
+                    "INSERT INTO changes(op, item_id) VALUES ('del', ?)", [(r,) for r in removed]
+                )
+            added = []
             for item in items:
-                row = conn.execute(
-                    "SELECT id FROM items WHERE external_id = ?", (item.external_id,)
-                ).fetchone()
-                if row is not None:
-                    if not replace:
-                        raise InvalidArgument(
-                            f"id {item.external_id!r} already exists; use upsert to replace it"
-                        )
-                    conn.execute("DELETE FROM items WHERE id = ?", (row[0],))
-                    conn.execute("INSERT INTO changes(op, item_id) VALUES ('del', ?)", (row[0],))
-                    removed.append(row[0])
                 cursor = conn.execute(
                     "INSERT INTO items(external_id, uri, content_hash, metadata, vector, created, updated)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -181,15 +189,16 @@ class MetadataStore:
                         item.external_id,
                         item.uri,
                         item.content_hash,
-                        json.dumps(item.metadata or {}),
+                        json.dumps(item.metadata) if item.metadata else "{}",
                         np.ascontiguousarray(item.vector, dtype=np.float32).tobytes(),
                         now,
                         now,
                     ),
                 )
-                new_id = cursor.lastrowid
-                conn.execute("INSERT INTO changes(op, item_id) VALUES ('add', ?)", (new_id,))
-                added.append((item.external_id, new_id))
+                added.append((item.external_id, cursor.lastrowid))
+            conn.executemany(
+                "INSERT INTO changes(op, item_id) VALUES ('add', ?)", [(i,) for _, i in added]
+            )
             return added, removed
 
         return self._write(fn)

@@ -11,9 +11,6 @@ from pathlib import Path
 
 import grpc
 
-from serving.core import ServiceConfig
-from serving.images import ImageLimits
-
 DEFAULT_ADDRESS = os.environ.get("SIMCLR_ADDRESS", "127.0.0.1:50051")
 
 
@@ -150,20 +147,14 @@ def index_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 @_grpc_errors
 def index_main(args, argv=None) -> int:
-    from serving.indexer import index_local, index_remote
+    from serving.indexer import bulk_config, index_local, index_remote
 
     if args.remote:
         report = index_remote(
             args.folder, args.server, args.token or None, args.collection, args.progress
         )
     else:
-        config = ServiceConfig(
-            bundle=Path(args.bundle),
-            store=Path(args.store),
-            int8=args.int8,
-            max_batch=args.batch_size,
-            limits=ImageLimits(),
-        )
+        config = bulk_config(Path(args.bundle), Path(args.store), args.int8, args.batch_size)
         report = asyncio.run(
             index_local(
                 args.folder, config, args.collection, args.batch_size, progress=args.progress

@@ -53,6 +53,7 @@ class ServiceConfig:
     max_wait_ms: float = 2.0
     decode_threads: int = 2
     ort_threads: int = 2
+    encoder_streams: int = 1
     faiss_threads: int = 1
     max_request_images: int = 256
     max_k: int = 1000
@@ -150,7 +151,11 @@ class SearchService:
                 ),
             )
         self.batcher = MicroBatcher(
-            self.encoder, self.config.max_batch, self.config.max_wait_ms, self._on_batch
+            self.encoder,
+            self.config.max_batch,
+            self.config.max_wait_ms,
+            self._on_batch,
+            self.config.encoder_streams,
         )
         self.batcher.start()
         self.store = await loop.run_in_executor(None, Store, self.config.store)

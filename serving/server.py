@@ -205,7 +205,18 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--max-batch", type=int, default=_env("max_batch", d.max_batch), help="micro-batch size"
     )
     p.add_argument("--max-wait-ms", type=float, default=_env("max_wait_ms", d.max_wait_ms))
-    p.add_argument("--ort-threads", type=int, default=_env("ort_threads", d.ort_threads))
+    p.add_argument(
+        "--ort-threads",
+        type=int,
+        default=_env("ort_threads", d.ort_threads),
+        help="ONNX Runtime intra-op threads per model run",
+    )
+    p.add_argument(
+        "--encoder-streams",
+        type=int,
+        default=_env("encoder_streams", d.encoder_streams),
+        help="encoder runs at once (with --ort-threads 1, one per core: more images/s under load)",
+    )
     p.add_argument("--decode-threads", type=int, default=_env("decode_threads", d.decode_threads))
     p.add_argument("--faiss-threads", type=int, default=_env("faiss_threads", d.faiss_threads))
     p.add_argument(
@@ -255,6 +266,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServiceConfig, ServerOpt
         max_wait_ms=args.max_wait_ms,
         decode_threads=args.decode_threads,
         ort_threads=args.ort_threads,
+        encoder_streams=args.encoder_streams,
         faiss_threads=args.faiss_threads,
         denoise_ensemble=args.denoise_ensemble,
         max_denoise_pixels=args.max_denoise_pixels,

@@ -210,11 +210,69 @@ def test_auto_index_switches_to_an_approximate_index_at_scale(tmp_path: Path) ->
     vectors = _vectors(2500, seed=3)
     for start in range(0, 2500, 500):
         col.add(_items(vectors[start : start + 500], prefix=f"b{start}-"))
+    assert col.wait_for_rebuild(timeout=60)
     stats = col.stats()
     assert stats["index"]["kind"] == "ivf_sq8"
     assert stats["index"]["params"]["nprobe"] >= 1
     assert col.integrity()["index_count"] == 2500
     store.close()
+
+
+def test_writes_during_a_background_rebuild_are_caught_up_and_survive_a_restart(
+    tmp_path: Path,
+) -> None:
+    """The re-plan at ``exact_below`` builds in a thread while adds, upserts and deletes go on; the
+    swapped-in index must hold exactly SQLite's items whatever the interleaving, also after reopening."""
+    store = Store(tmp_path)
+    col = store.create(
+        "grow", CollectionConfig(dim=16, memory_budget_bytes=500_000, exact_below=2000)
+    )
+    vectors = _vectors(4000, seed=5)
+    col.add(_items(vectors[:2000], prefix="a"))  # reaches exact_below: the rebuild starts
+    for start in range(2000, 4000, 100):  # these race with it
+        col.add(_items(vectors[start : start + 100], prefix=f"c{start}-"))
+        col.delete([f"a{start - 2000}"])
+        col.upsert([NewItem(f"a{start - 1950}", vectors[start] * -1)])
+    assert col.wait_for_rebuild(timeout=120)
+    check = {
+        "deleted": [f"a{i}" for i in range(0, 2000, 100)],
+        "live": [f"c{s}-{j}" for s in range(2000, 4000, 700) for j in (0, 99)] + ["a1", "a1999"],
+    }
+
+    def verify(c) -> None:
+        assert c.stats()["index"]["kind"] == "ivf_sq8"
+        integrity = c.integrity()
+        assert integrity["index_count"] == integrity["sqlite_count"] == 4000 - 20
+        for item_id in check["live"]:
+            item = c.get([item_id])[0]
+            assert c.search(item.vector, k=1)[0][0].external_id == item_id
+        for item_id in check["deleted"]:
+            with pytest.raises(NotFound):
+                c.get([item_id])
+        replaced = c.get(["a50"])[0]
+        assert np.allclose(replaced.vector, -vectors[2000] / np.linalg.norm(vectors[2000]))
+        assert c.search(replaced.vector, k=1)[0][0].external_id == "a50"
+
+    verify(col)
+    store.close()
+    reopened = Store(tmp_path)
+    verify(reopened.get("grow"))
+    reopened.close()
+
+
+def test_close_abandons_a_running_rebuild_and_the_next_open_replans(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    col = store.create(
+        "grow", CollectionConfig(dim=16, memory_budget_bytes=500_000, exact_below=2000)
+    )
+    col.add(_items(_vectors(2000, seed=6)))  # starts the re-plan ...
+    store.close()  # ... which close does not wait for
+    reopened = Store(tmp_path)
+    col = reopened.get("grow")
+    assert col.wait_for_rebuild(timeout=120)
+    assert col.stats()["index"]["kind"] == "ivf_sq8"
+    assert col.integrity()["index_count"] == col.integrity()["sqlite_count"] == 2000
+    reopened.close()
 
 
 def test_unwritable_disk_is_a_storage_failure_and_loses_nothing(tmp_path: Path) -> None:
