@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from serving.client import Client
-from serving.indexer import index_local, index_remote
+from serving.indexer import bulk_config, index_local, index_remote
 from tests.serving.conftest import make_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +30,32 @@ def test_local_index_is_resumable_and_reports_bad_files(tiny_bundle, tmp_path: P
         assert (again.indexed, again.duplicates) == (0, 48)
     finally:
         (library / "circle" / "broken.jpg").unlink()
+
+
+def test_bulk_settings_index_the_same_vectors_and_reader_errors_surface(
+    tiny_bundle, tmp_path: Path
+) -> None:
+    """Two single-threaded encoder streams (the batch-job settings) give the vectors one stream
+    gives; a library that cannot be read fails the job with the reader's error."""
+    from index.store import Store
+
+    bundle, library = tiny_bundle
+    plain = make_config(bundle, tmp_path / "plain")
+    bulk = bulk_config(bundle, tmp_path / "bulk", batch_size=8, cores=2)
+    assert (bulk.ort_threads, bulk.encoder_streams) == (1, 2)
+    for config in (plain, bulk):
+        report = asyncio.run(index_local(library, config, batch_size=8, progress=False))
+        assert report.indexed == 48
+    stores = [Store(tmp_path / name) for name in ("plain", "bulk")]
+    try:
+        ids = sorted(str(p.relative_to(library)) for p in library.rglob("*.*"))[:12]
+        a, b = (s.get(plain.default_collection).get(ids) for s in stores)
+        np.testing.assert_allclose([i.vector for i in a], [i.vector for i in b], atol=1e-5)
+    finally:
+        for store in stores:
+            store.close()
+    with pytest.raises(FileNotFoundError, match="not found"):
+        asyncio.run(index_local(tmp_path / "missing", plain, progress=False))
 
 
 def test_remote_index_and_cli_search(server, tiny_bundle, tmp_path: Path) -> None:

@@ -1,0 +1,50 @@
+"""The micro-batcher: concurrent requests share model calls; several workers run calls at once."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from serving.batcher import MicroBatcher
+
+
+def test_concurrent_requests_get_their_own_rows_back_with_several_workers() -> None:
+    threads: set[str] = set()
+    overlap = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    def model(rows: np.ndarray) -> np.ndarray:
+        with lock:
+            threads.add(threading.current_thread().name)
+            overlap["now"] += 1
+            overlap["most"] = max(overlap["most"], overlap["now"])
+        time.sleep(0.02)  # long enough for the second worker to start a call meanwhile
+        with lock:
+            overlap["now"] -= 1
+        return rows * 2
+
+    async def main() -> list[np.ndarray]:
+        batcher = MicroBatcher(model, max_batch=4, max_wait_ms=1.0, workers=2)
+        batcher.start()
+        try:
+            requests = [np.full((1 + i % 3, 2), i, dtype=np.float32) for i in range(24)]
+            answers = await asyncio.gather(*(batcher(r) for r in requests))
+        finally:
+            await batcher.stop()
+        for request, answer in zip(requests, answers, strict=True):
+            np.testing.assert_array_equal(answer, request * 2)
+        return answers
+
+    asyncio.run(main())
+    assert len(threads) == 2 and overlap["most"] == 2
+
+
+def test_batcher_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="workers"):
+        MicroBatcher(lambda rows: rows, workers=0)
+    with pytest.raises(ValueError, match="max_batch"):
+        MicroBatcher(lambda rows: rows, max_batch=0)
