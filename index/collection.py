@@ -125,6 +125,8 @@ class Collection:
     def _load_vectors(folder: Path, meta: MetadataStore, config: CollectionConfig, spec: IndexSpec):
         try:
             snap = read_snapshot(folder / "index.faiss")
+            if "spec" in snap.header:  # the structure the snapshot holds, whatever the settings say
+                spec = IndexSpec.from_dict(snap.header["spec"])
             vectors = VectorIndex.deserialize(
                 snap.index_bytes, spec, config.dim, config.metric, snap.header.get("tombstones", ())
             )
@@ -135,30 +137,30 @@ class Collection:
             return _build_from_sqlite(meta, config, spec), meta.last_seq()
 
     def _replay(self) -> None:
+        """Apply the logged changes after the snapshot's ``seq``, by their net effect.
+
+        Internal ids are never reused, so an id both added and deleted after the snapshot was never
+        in it and needs nothing; other deletes leave the snapshot, other adds join it with their
+        vectors from SQLite. (Replaying in order instead breaks when a vector added and later deleted
+        is no longer in SQLite to add.) Any disagreement left ends in a rebuild from SQLite below.
+        """
         changes = self.meta.changes_after(self._applied_seq)
-        pending_adds: list[int] = []
-
-        def flush_adds() -> None:
-            ids, vectors = self.meta.vectors_for(pending_adds, self.config.dim)
+        added = {item_id for _, op, item_id in changes if op == "add"}
+        deleted = {item_id for _, op, item_id in changes if op == "del"}
+        consistent = True
+        try:
+            self._vi.remove(np.fromiter(deleted - added, dtype=np.int64))
+            ids, vectors = self.meta.vectors_for(sorted(added - deleted), self.config.dim)
             self._vi.add(ids, vectors)
-            pending_adds.clear()
-
-        for _seq, op, item_id in changes:
-            if op == "add":
-                pending_adds.append(item_id)
-            else:
-                if item_id in pending_adds:
-                    pending_adds.remove(item_id)
-                else:
-                    flush_adds()
-                    self._vi.remove(np.array([item_id]))
-        flush_adds()
+        except RuntimeError as exc:  # a delete of a vector the snapshot lacks: rebuild below
+            log.warning("collection %s: replay failed (%s)", self.name, exc)
+            consistent = False
         if changes:
             self._applied_seq = changes[-1][0]
             log.info(
                 "collection %s: replayed %d changes after the snapshot", self.name, len(changes)
             )
-        if self._vi.live != self.meta.count():
+        if not consistent or self._vi.live != self.meta.count():
             log.warning(
                 "collection %s: index has %d vectors, SQLite %d; rebuilding from SQLite",
                 self.name,
@@ -328,7 +330,7 @@ class Collection:
             spec = self._plan(spec, count)
             built: set[int] = set()
             fresh = _build_from_sqlite(self.meta, self.config, spec, built)
-            self._tune(fresh, self.config.target_recall)
+            self._tune(fresh, self.config.target_recall, only=built)
             with self._writer:
                 if self._closed:
                     log.info(
@@ -470,8 +472,14 @@ class Collection:
         with self._writer:
             self._snapshot_locked()
 
-    def _snapshot_locked(self) -> None:
-        if self._applied_seq == self._snapshot_seq and (self.folder / "index.faiss").exists():
+    def _snapshot_locked(self, force: bool = False) -> None:
+        """Write the index to disk; ``force`` even when no change came since the last snapshot (a
+        rebuilt index holds the same items as the snapshot, in a different structure)."""
+        if (
+            not force
+            and self._applied_seq == self._snapshot_seq
+            and (self.folder / "index.faiss").exists()
+        ):
             return
         with self._lock.read():
             data = self._vi.serialize()
@@ -535,15 +543,25 @@ class Collection:
         self.meta.set_setting("spec", fresh.spec.to_dict())
         self.meta.set_setting("built_for", count)
         self._built_for = count
-        self._snapshot_locked()
+        self._snapshot_locked(force=True)
 
     def _tune(
-        self, vi: VectorIndex, target_recall: float, queries: int = 200, k: int = 10
+        self,
+        vi: VectorIndex,
+        target_recall: float,
+        queries: int = 200,
+        k: int = 10,
+        only: set[int] | None = None,
     ) -> dict[str, Any]:
-        """Pick nprobe / efSearch for ``target_recall`` on held-out queries (stored vectors + small noise)."""
+        """Pick nprobe / efSearch for ``target_recall`` on held-out queries (stored vectors + small
+        noise). ``only``: the ids ``vi`` holds, when SQLite has moved on since it was built (the
+        truth must come from the same vectors, or recall looks low and the search gets slow)."""
         if vi.spec.kind == "flat" or vi.live < 2 * queries:
             return {}
         ids, base = _all_vectors(self.meta, self.config.dim)
+        if only is not None:
+            keep = np.isin(ids, np.fromiter(only, dtype=np.int64, count=len(only)))
+            ids, base = ids[keep], base[keep]
         pick = np.random.default_rng(0).choice(len(ids), size=queries, replace=False)
         held_out = base[pick] + np.random.default_rng(1).normal(0, 0.01, (queries, base.shape[1]))
         held_out = held_out.astype(np.float32)

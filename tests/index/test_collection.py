@@ -218,14 +218,19 @@ def test_auto_index_switches_to_an_approximate_index_at_scale(tmp_path: Path) ->
     store.close()
 
 
+@pytest.mark.parametrize("snapshot_every", [100_000, 300])
 def test_writes_during_a_background_rebuild_are_caught_up_and_survive_a_restart(
-    tmp_path: Path,
+    tmp_path: Path, snapshot_every: int
 ) -> None:
     """The re-plan at ``exact_below`` builds in a thread while adds, upserts and deletes go on; the
-    swapped-in index must hold exactly SQLite's items whatever the interleaving, also after reopening."""
+    swapped-in index must hold exactly SQLite's items whatever the interleaving, also after reopening
+    (with snapshots written during the build too: the rebuilt index must replace them on disk)."""
     store = Store(tmp_path)
     col = store.create(
-        "grow", CollectionConfig(dim=16, memory_budget_bytes=500_000, exact_below=2000)
+        "grow",
+        CollectionConfig(
+            dim=16, memory_budget_bytes=500_000, exact_below=2000, snapshot_every=snapshot_every
+        ),
     )
     vectors = _vectors(4000, seed=5)
     col.add(_items(vectors[:2000], prefix="a"))  # reaches exact_below: the rebuild starts
@@ -257,6 +262,66 @@ def test_writes_during_a_background_rebuild_are_caught_up_and_survive_a_restart(
     store.close()
     reopened = Store(tmp_path)
     verify(reopened.get("grow"))
+    reopened.close()
+
+
+def test_replay_after_a_crash_handles_an_item_added_and_deleted_since_the_snapshot(
+    tmp_path: Path,
+) -> None:
+    """Log after the snapshot: add X, delete Z (in the snapshot), delete X; then a crash. In-order
+    replay used to fetch X's vector after its delete (gone) and then fail to remove it."""
+    store = Store(tmp_path)
+    col = store.create("c", CollectionConfig(dim=16))
+    vectors = _vectors(12, seed=7)
+    col.add(_items(vectors[:10]))
+    col.snapshot()
+    col.add([NewItem("x", vectors[10])])
+    col.delete(["img3"])
+    col.delete(["x"])
+    col.add([NewItem("y", vectors[11])])
+    col.meta.close()  # a crash: no snapshot at close, the next open replays the log
+    reopened = Store(tmp_path)
+    col = reopened.get("c")
+    integrity = col.integrity()
+    assert integrity["index_count"] == integrity["sqlite_count"] == 10
+    assert col.search(vectors[11], k=1)[0][0].external_id == "y"
+    assert all(h.external_id not in {"x", "img3"} for h in col.search(vectors[3], k=10)[0])
+    reopened.close()
+
+
+def test_a_snapshot_taken_during_a_rebuild_is_replaced_by_the_rebuilt_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot written while the re-plan builds (same seq as the install: no writes between) once
+    kept the old flat index on disk under the new spec. The build is held until the snapshot is
+    written, to force that interleaving."""
+    import threading
+
+    import index.collection as collection_module
+    from index.snapshot import read_snapshot
+
+    release = threading.Event()
+    real_build = collection_module._build_from_sqlite
+
+    def held_build(*args, **kwargs):
+        assert release.wait(60)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(collection_module, "_build_from_sqlite", held_build)
+    store = Store(tmp_path)
+    col = store.create(
+        "grow", CollectionConfig(dim=16, memory_budget_bytes=500_000, exact_below=2000)
+    )
+    col.add(_items(_vectors(2000, seed=8)))  # the re-plan starts, and waits
+    col.add(_items(_vectors(100, seed=9), prefix="late"))
+    col.snapshot()  # the flat index, at the seq the install will also have
+    release.set()
+    assert col.wait_for_rebuild(timeout=60)
+    header = read_snapshot(tmp_path / "grow" / "index.faiss").header
+    assert header["spec"]["kind"] == "ivf_sq8" and header["count"] == 2100
+    store.close()
+    reopened = Store(tmp_path)
+    assert reopened.get("grow").stats()["index"]["kind"] == "ivf_sq8"
     reopened.close()
 
 
