@@ -30,8 +30,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from bundle.sources import iter_image_bytes
 from serving.client import Client
-from serving.core import ServiceConfig
-from serving.indexer import index_local
+from serving.indexer import bulk_config, index_local
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_BUNDLE = ROOT / "models" / "compact-cifar10"
@@ -95,9 +94,7 @@ def run(bundle: Path, library: Path, out: Path, queries: int, k: int) -> dict:
     started = time.perf_counter()
     print(f"[1/5] model bundle: {bundle}")
     print(f"[2/5] indexing {library} into {store}")
-    report = asyncio.run(
-        index_local(library, ServiceConfig(bundle=bundle, store=store), batch_size=64)
-    )
+    report = asyncio.run(index_local(library, bulk_config(bundle, store), batch_size=64))
     print("      " + report.summary().replace("\n", "\n      "))
     print("[3/5] starting the server")
     proc, address = start_server(bundle, store)
