@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--eval-every", type=int, default=5, help="epochs between kNN evaluations")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--view-size", type=int, default=0, help="training view side (0: 32)")
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -88,6 +89,7 @@ def main() -> None:
         eval_every=args.eval_every,
         batch_size=args.batch_size,
         device=args.device,
+        view_size=args.view_size,
         compile=args.compile,
         progress=False,
         lr=args.lr,
@@ -103,6 +105,7 @@ def main() -> None:
         f"--lr {cfg.lr:g} --temperature {cfg.temperature:g} --blur-p {cfg.blur_p:g} "
         f"--rotation-degrees {cfg.rotation_degrees:g} --proj-hidden-dim {cfg.proj_hidden_dim} "
         f"--noise-p {cfg.noise_p:g} --batch-size {cfg.batch_size} --device {cfg.device}"
+        + (f" --view-size {cfg.view_size}" if cfg.view_size else "")
         + (" --compile true" if args.compile else "")
     )
     print(f"machine: {machine()}")

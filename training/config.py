@@ -39,6 +39,9 @@ class TrainConfig:
     proj_out_dim: int = 128
     # views
     input_size: int = 32
+    # Side of the training views (0: input_size). Smaller views cost (view/input)^2 of the FLOPs, so
+    # a time budget buys more epochs; the encoder (global pooling) still embeds input_size images.
+    view_size: int = 0
     crop_min_scale: float = 0.2
     jitter_strength: float = 0.5
     blur_p: float = 0.0
@@ -84,7 +87,7 @@ class TrainConfig:
 
     def augment_config(self) -> AugmentConfig:
         return AugmentConfig(
-            input_size=self.input_size,
+            input_size=self.view_size or self.input_size,
             scale=(self.crop_min_scale, 1.0),
             jitter_strength=self.jitter_strength,
             blur_p=self.blur_p,

@@ -81,6 +81,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g = p.add_argument_group("views")
     g.add_argument("--input-size", type=int, default=d.input_size)
     g.add_argument(
+        "--view-size",
+        type=int,
+        default=d.view_size,
+        help="side of the training views (0: --input-size); smaller trains faster",
+    )
+    g.add_argument(
         "--crop-min-scale", type=float, default=d.crop_min_scale, help="0.08 for large images"
     )
     g.add_argument(

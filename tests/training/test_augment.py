@@ -126,3 +126,14 @@ def test_rejects_non_uint8_or_wrong_channels() -> None:
         aug(torch.rand(2, 3, 32, 32), g)
     with pytest.raises(ValueError, match="uint8"):
         aug(torch.zeros(2, 1, 32, 32, dtype=torch.uint8), g)
+
+
+def test_view_size_sets_the_training_views_but_not_the_model_input() -> None:
+    from training.config import TrainConfig
+
+    cfg = TrainConfig(input_size=32, view_size=24)
+    assert cfg.augment_config().input_size == 24 and cfg.cache_size == 32
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    views = SimCLRAugment(cfg.augment_config())(images, torch.Generator().manual_seed(0))
+    assert views.shape == (4, 3, 24, 24)
+    assert TrainConfig().augment_config().input_size == 32  # 0: the input size
