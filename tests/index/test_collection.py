@@ -325,7 +325,7 @@ def test_a_snapshot_taken_during_a_rebuild_is_replaced_by_the_rebuilt_index(
     reopened.close()
 
 
-def test_close_abandons_a_running_rebuild_and_the_next_open_replans(tmp_path: Path) -> None:
+def test_close_right_after_a_replan_starts_loses_nothing_and_open_replans(tmp_path: Path) -> None:
     store = Store(tmp_path)
     col = store.create(
         "grow", CollectionConfig(dim=16, memory_budget_bytes=500_000, exact_below=2000)
