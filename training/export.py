@@ -51,7 +51,9 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     """Fold every Conv -> BatchNorm pair (eval mode) with torch.fx; the result computes the same function."""
     from torch.fx.experimental.optimization import fuse
 
-    return fuse(module.eval(), inplace=False)
+    from training.models.im2col_conv import with_plain_convolutions
+
+    return fuse(with_plain_convolutions(module.eval()), inplace=False)
 
 
 def export_onnx(

