@@ -5,6 +5,10 @@ then keeps collecting until ``max_batch`` rows or ``max_wait_ms`` have passed, r
 a thread (ONNX Runtime releases the GIL), and resolves every future with its slice. A request whose
 caller went away (deadline, cancellation) is dropped before inference. Why: at batch 32 the encoder
 does 2-3x more images/s than at batch 1 on the CPU (``benchmarks/bench_export.py``).
+
+Waiting for company only pays when there is company: a worker waits only if its previous batch held
+more than one request. A lone caller at low load is served at once (no ``max_wait_ms`` added to its
+latency), while under concurrent load the wait fills batches (``benchmarks/bench_service.py``).
 """
 
 from __future__ import annotations
@@ -97,19 +101,21 @@ class MicroBatcher:
     async def _run(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
+        had_company = True  # until a batch shows otherwise
         while True:
             first = await self._queue.get()
             batch = [first]
             size = self._drain(batch, len(first.rows))
             # Wait for company in short slices (no task per queued item: that costs more than a
             # small request's own work), and stop as soon as the batch is full.
-            deadline = time.monotonic() + self.max_wait
+            deadline = time.monotonic() + (self.max_wait if had_company or len(batch) > 1 else 0)
             while size < self.max_batch:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 await asyncio.sleep(min(remaining, POLL_SECONDS))
                 size = self._drain(batch, size)
+            had_company = len(batch) > 1
             live = [p for p in batch if not p.future.done()]  # cancelled callers are skipped
             if not live:
                 continue

@@ -48,3 +48,35 @@ def test_batcher_arguments_are_checked() -> None:
         MicroBatcher(lambda rows: rows, workers=0)
     with pytest.raises(ValueError, match="max_batch"):
         MicroBatcher(lambda rows: rows, max_batch=0)
+
+
+def test_lone_requests_skip_the_wait_and_concurrent_ones_share_a_call() -> None:
+    sizes: list[int] = []
+
+    def model(rows: np.ndarray) -> np.ndarray:
+        sizes.append(len(rows))
+        return rows + 1
+
+    async def main() -> tuple[float, list[np.ndarray]]:
+        # A wait long enough that one paid by each lone request would show in the elapsed time.
+        batcher = MicroBatcher(model, max_batch=8, max_wait_ms=300.0)
+        batcher.start()
+        try:
+            await batcher(np.zeros((1, 2), np.float32))  # the first may wait: no history yet
+            tick = time.perf_counter()
+            for _ in range(5):
+                await batcher(np.zeros((1, 2), np.float32))
+            lone = time.perf_counter() - tick
+            answers = await asyncio.gather(
+                *(batcher(np.full((1, 2), i, np.float32)) for i in range(8))
+            )
+        finally:
+            await batcher.stop()
+        return lone, answers
+
+    lone, answers = asyncio.run(main())
+    assert lone < 0.3, f"five lone requests took {lone:.3f} s: each waited for company"
+    assert sizes[:6] == [1] * 6
+    assert sum(sizes[6:]) == 8 and len(sizes) < 6 + 8  # the concurrent eight shared calls
+    for i, answer in enumerate(answers):
+        np.testing.assert_array_equal(answer, np.full((1, 2), i + 1, np.float32))
