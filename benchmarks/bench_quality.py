@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=5, help="epochs between kNN evaluations")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--view-size", type=int, default=0, help="training view side (0: 32)")
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -90,6 +91,7 @@ def main() -> None:
         batch_size=args.batch_size,
         device=args.device,
         view_size=args.view_size,
+        seed=args.seed,
         compile=args.compile,
         progress=False,
         lr=args.lr,
@@ -106,6 +108,7 @@ def main() -> None:
         f"--rotation-degrees {cfg.rotation_degrees:g} --proj-hidden-dim {cfg.proj_hidden_dim} "
         f"--noise-p {cfg.noise_p:g} --batch-size {cfg.batch_size} --device {cfg.device}"
         + (f" --view-size {cfg.view_size}" if cfg.view_size else "")
+        + (f" --seed {cfg.seed}" if cfg.seed else "")
         + (" --compile true" if args.compile else "")
     )
     print(f"machine: {machine()}")
