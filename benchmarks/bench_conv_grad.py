@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -24,21 +23,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import emit, machine
+from benchmarks.common import best_seconds, emit, machine
 from training.loss import NTXentLoss
 from training.models import im2col_conv
 from training.models.simclr import build_model
 
 
 def _ms(fn: Callable[[], object], repeats: int) -> float:
-    for _ in range(2):
-        fn()
-    best = float("inf")
-    for _ in range(repeats):
-        tick = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - tick)
-    return best * 1e3
+    return best_seconds(fn, repeats, warmup=2) * 1e3
 
 
 def conv_shapes(view: int, stem: int = 32) -> list[tuple[int, int, int, int]]:

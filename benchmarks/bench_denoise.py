@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import SHARED, emit, machine, peak_gflops
+from benchmarks.common import SHARED, best_seconds, emit, machine, peak_gflops
 from bundle.runtime import Denoiser as OnnxDenoiser
 from training.denoise_eval import EvalImage, evaluate_method, load_eval_set
 from training.denoiser_train import load_denoiser
@@ -97,12 +96,7 @@ def speed(
         *([("onnxruntime_x4", lambda: onnx4.denoise_float(image, None))] if onnx4 else []),
     ):
         with torch.no_grad():
-            fn()
-            best = float("inf")
-            for _ in range(repeats):
-                tick = time.perf_counter()
-                fn()
-                best = min(best, time.perf_counter() - tick)
+            best = best_seconds(fn, repeats)
         results[f"{name}_seconds"] = best
         passes = 4 if name.endswith("_x4") else 1
         results[f"{name}_gflops"] = passes * flops / best / 1e9

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,19 @@ def peak_gflops(dtype_name: str, n: int = 2048, repeats: int = 5) -> float:
         tick = time.perf_counter()
         a @ b
         best = max(best, 2 * n**3 / (time.perf_counter() - tick) / 1e9)
+    return best
+
+
+def best_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Fastest of ``repeats`` timed calls of ``fn`` after ``warmup`` untimed ones: the least
+    disturbed figure on a shared machine."""
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        tick = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - tick)
     return best
 
 
