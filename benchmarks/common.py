@@ -43,13 +43,7 @@ def peak_gflops(dtype_name: str, n: int = 2048, repeats: int = 5) -> float:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
     a = torch.randn(n, n).to(dtype)
     b = torch.randn(n, n).to(dtype)
-    a @ b
-    best = 0.0
-    for _ in range(repeats):
-        tick = time.perf_counter()
-        a @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - tick) / 1e9)
-    return best
+    return 2 * n**3 / best_seconds(lambda: a @ b, repeats) / 1e9
 
 
 def best_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:

@@ -53,7 +53,8 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
 
     from training.models.im2col_conv import with_plain_convolutions
 
-    return fuse(with_plain_convolutions(module.eval()), inplace=False)
+    # with_plain_convolutions already returns a copy: fuse may work on it in place.
+    return fuse(with_plain_convolutions(module.eval()), inplace=True)
 
 
 def export_onnx(
