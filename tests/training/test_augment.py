@@ -137,3 +137,26 @@ def test_view_size_sets_the_training_views_but_not_the_model_input() -> None:
     views = SimCLRAugment(cfg.augment_config())(images, torch.Generator().manual_seed(0))
     assert views.shape == (4, 3, 24, 24)
     assert TrainConfig().augment_config().input_size == 32  # 0: the input size
+
+
+def test_blur_on_small_views_reaches_the_drawn_sigma() -> None:
+    """A point's blurred spread follows sigma up to 2 px even on 24 px views (not capped by 3 taps)."""
+    config = AugmentConfig(
+        input_size=24,
+        scale=(1.0, 1.0),
+        ratio=(1.0, 1.0),
+        hflip_p=0,
+        jitter_p=0,
+        gray_p=0,
+        blur_p=1.0,
+    )
+    aug = SimCLRAugment(config)
+    images = torch.zeros(200, 3, 24, 24, dtype=torch.uint8)
+    images[:, :, 12, 12] = 255
+    out = _unnormalise(aug(images, torch.Generator().manual_seed(5)), aug)[:, 0]
+    weights = out / out.sum(dim=(1, 2), keepdim=True)
+    offsets = (torch.arange(24.0) - 12).view(1, 1, 24)
+    sigma_x = (weights * offsets**2).sum(dim=(1, 2)).sqrt()
+    assert sigma_x.min() < 0.3  # sigma 0.1 leaves the point nearly sharp
+    assert sigma_x.max() > 1.6  # three taps could not spread past ~0.82
+    assert torch.allclose(out.sum(dim=(1, 2)), torch.ones(200), atol=1e-3)  # blur keeps energy
