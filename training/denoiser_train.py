@@ -32,6 +32,7 @@ from training.noise import corrupt, dihedral
 from training.precision import PRECISIONS, autocast, resolve_precision, select_device
 from training.run_log import RunLog
 
+LOSSES = ("l1", "mse")  # training objectives: L1 (robust, fast from scratch), MSE (= PSNR)
 log = logging.getLogger("simclr.denoiser")
 
 
@@ -53,6 +54,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--patch-size", type=int, default=32, help="images are decoded to this square")
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default="l1",
+        help="l1 trains fastest from scratch; mse is what PSNR measures (fine-tuning)",
+    )
     p.add_argument("--widths", type=_widths, default=(32, 64, 128, 256))
     p.add_argument(
         "--init",
@@ -128,9 +135,13 @@ def train_denoiser(
     cache_dir: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    loss: str = "l1",
 ) -> dict[str, Any]:
     if minutes < 0 or steps <= 0 or batch_size <= 0:
         raise ValueError("minutes must be >= 0 and steps, batch size > 0")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    loss_fn = F.l1_loss if loss == "l1" else F.mse_loss
     torch.manual_seed(seed)
     device = select_device(device_name)
     precision = resolve_precision(device, precision)
@@ -168,11 +179,11 @@ def train_denoiser(
         clean = clean.to(device, memory_format=torch.channels_last)
         noisy = noisy.to(device, memory_format=torch.channels_last)
         with autocast(device, precision):
-            loss = F.l1_loss(model(noisy, sigma.to(device)).float(), clean)
+            objective = loss_fn(model(noisy, sigma.to(device)).float(), clean)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         optimizer.step()
-        losses.append(loss.item())
+        losses.append(objective.item())
         if step % 50 == 0:
             elapsed = time.perf_counter() - started
             run_log.write(
@@ -199,6 +210,7 @@ def train_denoiser(
         "patch_size": patch_size,
         "batch_size": reader.batch_size,
         "lr": lr,
+        "loss": loss,
         "max_sigma": max_sigma,
         "known_p": known_p,
         "poisson_p": poisson_p,
@@ -265,6 +277,7 @@ def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         args.cache_dir or None,
         args.seed,
         args.progress,
+        args.loss,
     )
     print(json.dumps(summary))
     return 0

@@ -115,7 +115,8 @@ def test_down_path_starts_from_a_compact_encoder() -> None:
 
 
 @pytest.mark.slow
-def test_short_training_lowers_the_loss(image_library: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("loss", ["l1", "mse"])
+def test_short_training_lowers_the_loss(image_library: Path, tmp_path: Path, loss: str) -> None:
     from training.denoiser_train import load_denoiser, train_denoiser
 
     summary = train_denoiser(
@@ -130,10 +131,12 @@ def test_short_training_lowers_the_loss(image_library: Path, tmp_path: Path) -> 
         precision="fp32",
         cache_dir=str(tmp_path / "cache"),
         progress=False,
+        loss=loss,
     )
     assert summary["final_loss"] < 0.8 * summary["first_loss"], summary
     model, state = load_denoiser(summary["denoiser"])
     assert state["config"]["widths"] == [8, 16, 32] and state["step"] == 80
+    assert state["config"]["loss"] == loss
     assert model.widths == (8, 16, 32)
 
 
@@ -159,3 +162,10 @@ def test_tiled_run_stops_when_the_caller_goes_away() -> None:
     with pytest.raises(Cancelled, match="caller went away"):
         apply_tiled(fn, image, max_tile=96, overlap=32, batch=1, cancelled=lambda: len(calls) >= 2)
     assert len(calls) == 2 < len(plan_tiles(300, 300, 96, 32)[2])
+
+
+def test_unknown_training_loss_is_rejected(tmp_path: Path) -> None:
+    from training.denoiser_train import train_denoiser
+
+    with pytest.raises(ValueError, match="loss must be one of"):
+        train_denoiser(str(tmp_path), str(tmp_path / "run"), loss="ssim")

@@ -156,7 +156,10 @@ def test_missing_data_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_time_budget_is_measured_and_respected(tmp_path: Path, cache_dir: Path) -> None:
+def test_time_budget_is_measured_and_respected(
+    tmp_path: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="simclr.train")
     library = make_library(tmp_path / "library", per_class=16)
     cfg = _config(
         library,
@@ -172,3 +175,6 @@ def test_time_budget_is_measured_and_respected(tmp_path: Path, cache_dir: Path) 
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert summary["steps"] == state["total_steps"] > 50  # resized after measuring, past the probe
     assert summary["seconds"] <= 0.3 * 60 * 1.25
+    # planned from a probe, then re-planned from measured speed after warm-up and halfway
+    plans = [r for r in caplog.records if "time budget: measured" in r.getMessage()]
+    assert len(plans) == 2
