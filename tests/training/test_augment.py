@@ -17,6 +17,12 @@ def _unnormalise(x: torch.Tensor, aug: SimCLRAugment) -> torch.Tensor:
     return x * aug.std + aug.mean
 
 
+def _only(**overrides) -> AugmentConfig:
+    """Full-image crop with every random operation off, but those in ``overrides``."""
+    plain = {"scale": (1.0, 1.0), "ratio": (1.0, 1.0), "hflip_p": 0, "jitter_p": 0, "gray_p": 0}
+    return AugmentConfig(**{**plain, **overrides})
+
+
 @pytest.mark.parametrize(
     ("in_size", "out_size", "config"),
     [
@@ -63,16 +69,14 @@ def test_two_views_of_one_image_differ() -> None:
 
 def test_identity_when_every_random_op_is_off() -> None:
     """Full-image crop, no flip, no colour ops: the view is the (normalised) image itself."""
-    config = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip_p=0, jitter_p=0, gray_p=0)
-    aug = SimCLRAugment(config)
+    aug = SimCLRAugment(_only())
     images = _batch(4, 32)
     out = _unnormalise(aug(images, torch.Generator().manual_seed(0)), aug)
     torch.testing.assert_close(out, images.float() / 255, atol=1e-4, rtol=0)
 
 
 def test_flip_only_mirrors() -> None:
-    config = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip_p=1.0, jitter_p=0, gray_p=0)
-    aug = SimCLRAugment(config)
+    aug = SimCLRAugment(_only(hflip_p=1.0))
     images = _batch(4, 32)
     out = _unnormalise(aug(images, torch.Generator().manual_seed(0)), aug)
     torch.testing.assert_close(out, images.float().flip(-1) / 255, atol=1e-4, rtol=0)
@@ -87,16 +91,7 @@ def test_grayscale_probability() -> None:
 
 
 def test_jitter_changes_colours_with_probability_p() -> None:
-    config = AugmentConfig(
-        input_size=8,
-        scale=(1.0, 1.0),
-        ratio=(1.0, 1.0),
-        hflip_p=0,
-        jitter_p=0.8,
-        gray_p=0,
-        jitter_strength=1.0,
-    )
-    aug = SimCLRAugment(config)
+    aug = SimCLRAugment(_only(input_size=8, jitter_p=0.8, jitter_strength=1.0))
     images = _batch(1000, 8)
     out = _unnormalise(aug(images, torch.Generator().manual_seed(4)), aug)
     changed = (out - images.float() / 255).abs().amax(dim=(1, 2, 3)) > 1e-3
@@ -141,16 +136,7 @@ def test_view_size_sets_the_training_views_but_not_the_model_input() -> None:
 
 def test_blur_on_small_views_reaches_the_drawn_sigma() -> None:
     """A point's blurred spread follows sigma up to 2 px even on 24 px views (not capped by 3 taps)."""
-    config = AugmentConfig(
-        input_size=24,
-        scale=(1.0, 1.0),
-        ratio=(1.0, 1.0),
-        hflip_p=0,
-        jitter_p=0,
-        gray_p=0,
-        blur_p=1.0,
-    )
-    aug = SimCLRAugment(config)
+    aug = SimCLRAugment(_only(input_size=24, blur_p=1.0))
     images = torch.zeros(200, 3, 24, 24, dtype=torch.uint8)
     images[:, :, 12, 12] = 255
     out = _unnormalise(aug(images, torch.Generator().manual_seed(5)), aug)[:, 0]
