@@ -3,7 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIMCLR_EXTRAS=dev bash scripts/setup.sh
-export SIMCLR_CACHE_DIR="${SIMCLR_CACHE_DIR:-$(mktemp -d)}"
+if [ -z "${SIMCLR_CACHE_DIR:-}" ]; then  # a fresh decode cache per run, removed after it
+  SIMCLR_CACHE_DIR="$(mktemp -d)"
+  trap 'rm -rf "$SIMCLR_CACHE_DIR"' EXIT
+fi
+export SIMCLR_CACHE_DIR
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 set +e
