@@ -59,7 +59,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         choices=LOSSES,
         default="l1",
         help="l1 (default) or mse, the error PSNR measures; a 30-minute mse fine-tune of the "
-        "shipped L1 denoiser measured 0.05 dB lower on Kodak24 (sigma 25)",
+        "shipped L1 denoiser scored 31.58 dB on Kodak24 at sigma 25, against its 31.63",
     )
     p.add_argument("--widths", type=_widths, default=(32, 64, 128, 256))
     p.add_argument(
