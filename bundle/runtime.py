@@ -117,7 +117,10 @@ class Encoder:
 
 
 class Decoder:
-    """The bundle's decoder: ``(B, D)`` unit-length embeddings -> ``(B, 3, S, S)`` RGB in [0, 1]."""
+    """The bundle's decoder: ``(B, D)`` served embeddings -> ``(B, 3, S, S)`` RGB in [0, 1].
+
+    Embeddings are scaled to unit length first; a whitened bundle's decoder file un-whitens them.
+    """
 
     def __init__(self, manifest: Manifest, device: str = "auto", intra_threads: int = 0) -> None:
         self.session = session(str(manifest.path("decoder")), device, intra_threads)

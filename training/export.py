@@ -5,7 +5,9 @@ with a dynamic batch axis at opset 17, run ``onnx.checker``, then compare ONNX R
 PyTorch on real images and refuse the bundle if they disagree (max |diff| > 1e-4 or cosine
 < 0.99999). Optionally writes a static INT8 (QDQ, per-channel) encoder calibrated on a sample of the
 user's images. The encoder outputs h, the representation before the projection head (Chen et al.
-2020, Sec. 4.2), L2-normalised when ``--normalize`` is on (the default: cosine search).
+2020, Sec. 4.2), L2-normalised when ``--normalize`` is on (the default: cosine search). With
+``--whiten-images N`` (the default) h is PCA-whitened first, fitted on a sample of N library images
+(``training/whitening.py``), and the decoder file takes the whitened embeddings it is served.
 """
 
 from __future__ import annotations
@@ -27,11 +29,20 @@ from bundle.preprocess import RESIZE_POLICY, encoder_input
 from bundle.sources import iter_image_bytes
 from training.checkpoint import load_checkpoint
 from training.models.simclr import model_from_checkpoint
+from training.whitening import (
+    MIN_IMAGES_PER_DIM,
+    Unwhiten,
+    Whiten,
+    Whitening,
+    fit_whitening,
+    sample_embeddings,
+)
 
 log = logging.getLogger("simclr.export")
 OPSET = 17
 MAX_ABS_DIFF = 1e-4
 MIN_COSINE = 0.99999
+WHITEN_IMAGES = 10_000
 
 
 class EncoderForExport(nn.Module):
@@ -45,6 +56,32 @@ class EncoderForExport(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         h = self.encoder.forward_features(images)
         return F.normalize(h, dim=1) if self.normalize else h
+
+
+class WhitenedEncoder(nn.Module):
+    """``(B, 3, S, S)`` -> whitened unit h ``(B, D)``, optionally unit length again afterwards."""
+
+    def __init__(self, features: nn.Module, whiten: Whiten, normalize: bool) -> None:
+        super().__init__()
+        self.features = features  # BatchNorm-folded, unit-length h
+        self.whiten = whiten
+        self.normalize = normalize
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        e = self.whiten(self.features(images))
+        return F.normalize(e, dim=1) if self.normalize else e
+
+
+class DecoderForExport(nn.Module):
+    """Served (whitened) embeddings ``(B, D)`` -> unit h -> the decoder's ``(B, 3, S, S)``."""
+
+    def __init__(self, unwhiten: Unwhiten, decoder: nn.Module) -> None:
+        super().__init__()
+        self.unwhiten = unwhiten
+        self.decoder = decoder
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.unwhiten(embeddings))
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:
@@ -147,8 +184,13 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
         def get_next(self):
             return next(self.batches, None)
 
+    import onnx
+
     prepared = int8_path.with_suffix(".prep.onnx")
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    # The whitening matrix (the only MatMul) stays float: it is one small product, and int8 would
+    # round away the low-variance directions whitening exists to amplify.
+    keep_float = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "MatMul"]
     try:
         quantize_static(
             str(prepared),
@@ -158,15 +200,20 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            nodes_to_exclude=keep_float,
         )
     finally:
         prepared.unlink(missing_ok=True)
 
 
 def export_decoder(
-    decoder_path: str, out: Path, embeddings: np.ndarray
+    decoder_path: str, out: Path, embeddings: np.ndarray, whitening: Whitening | None = None
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """``decoder.onnx``: ``(batch, D)`` embeddings -> ``(batch, 3, S, S)`` RGB in [0, 1]."""
+    """``decoder.onnx``: ``(batch, D)`` served embeddings -> ``(batch, 3, S, S)`` RGB in [0, 1].
+
+    ``embeddings`` are what the encoder file serves; with ``whitening`` the file un-whitens them
+    first (exactly: :class:`training.whitening.Unwhiten`), since the decoder was trained on unit h.
+    """
     from training.decoder_train import load_decoder
 
     folded, state = load_decoder(decoder_path)
@@ -176,6 +223,8 @@ def export_decoder(
         folded.up
     )  # the input checks in forward() keep fx off the whole module
     round_weights_to_fp16(folded)  # stored as float16, computed in float32: half the file
+    if whitening is not None:
+        folded = DecoderForExport(Unwhiten(whitening), folded)
     export_onnx(
         folded, torch.from_numpy(embeddings[:2]), out / "decoder.onnx", "embeddings", "images"
     )
@@ -205,6 +254,8 @@ def export_bundle(
     version: str = "1",
     decoder: str = "",
     denoiser: str = "",
+    whiten_images: int = WHITEN_IMAGES,
+    progress: bool = True,
 ) -> dict[str, Any]:
     state = load_checkpoint(checkpoint)
     facts = state["preprocessing"]
@@ -213,9 +264,15 @@ def export_bundle(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model_from_checkpoint(state)
-    encoder = fold_batchnorm(EncoderForExport(model.encoder, normalize))
-    sample = sample_images(images, max(calibration_count, 16), size, mean, std)
+    unit_h = fold_batchnorm(EncoderForExport(model.encoder, True))
+    encoder = unit_h if normalize else fold_batchnorm(EncoderForExport(model.encoder, False))
     started = time.perf_counter()
+    whitening = None
+    if whiten_images > 0:
+        whitening = fit_library_whitening(unit_h, images, whiten_images, size, mean, std, progress)
+    if whitening is not None:
+        encoder = WhitenedEncoder(unit_h, Whiten(whitening), normalize)
+    sample = sample_images(images, max(calibration_count, 16), size, mean, std)
     export_onnx(encoder, torch.from_numpy(sample[:2]), out / "encoder.onnx", "images", "embeddings")
     parity = compare_with_onnxruntime(encoder, out / "encoder.onnx", sample[:64])
     if parity["max_abs_diff"] > MAX_ABS_DIFF or parity["min_cosine"] < MIN_COSINE:
@@ -230,9 +287,13 @@ def export_bundle(
     report: dict[str, Any] = {"encoder_parity": parity}
     if decoder:
         with torch.no_grad():
-            # The decoder takes unit-length h, whatever the encoder file serves.
-            embeddings = F.normalize(encoder(torch.from_numpy(sample[:64])), dim=1).numpy()
-        files["decoder"], report["decoder_parity"] = export_decoder(decoder, out, embeddings)
+            # What the encoder file serves: the decoder file takes exactly that.
+            embeddings = encoder(torch.from_numpy(sample[:64]))
+            if whitening is None:
+                embeddings = F.normalize(embeddings, dim=1)  # the decoder takes unit h
+        files["decoder"], report["decoder_parity"] = export_decoder(
+            decoder, out, embeddings.numpy(), whitening
+        )
     if denoiser:
         from training.export_denoiser import export_denoiser
 
@@ -265,7 +326,9 @@ def export_bundle(
         "embedding": {
             "dim": model.num_features,
             "normalized": normalize,
-            "source": "h (before projection head)",
+            "source": "h (before projection head)"
+            + (", PCA-whitened" if whitening is not None else ""),
+            "whitening": whitening.describe() if whitening is not None else None,
         },
         "opset": OPSET,
         "training": {
@@ -280,6 +343,36 @@ def export_bundle(
         {"bundle": str(out), "seconds": time.perf_counter() - started, "files": sorted(files)}
     )
     return report
+
+
+def fit_library_whitening(
+    unit_h: nn.Module,
+    images: str,
+    count: int,
+    size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    progress: bool = True,
+) -> Whitening | None:
+    """Whitening fitted on ``count`` sampled library images, or None (logged) when too few decode."""
+
+    def embed(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return unit_h(torch.from_numpy(batch)).numpy()
+
+    h = sample_embeddings(embed, images, count, size, mean, std, progress=progress)
+    needed = MIN_IMAGES_PER_DIM * h.shape[1]
+    if len(h) < needed:
+        log.warning(
+            "not whitening: %d library images for %d dimensions (at least %d wanted); "
+            "the bundle serves plain h",
+            len(h),
+            h.shape[1],
+            needed,
+        )
+        return None
+    log.info("whitening fitted on %d library images", len(h))
+    return fit_whitening(h)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -301,6 +394,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("--int8", action="store_true", help="also write a static INT8 encoder")
     p.add_argument("--calibration-count", type=int, default=256)
+    p.add_argument(
+        "--whiten-images",
+        type=int,
+        default=WHITEN_IMAGES,
+        help="fit PCA whitening of the embeddings on this many sampled library images "
+        "(0: serve plain h; skipped with a warning below 4 images per dimension)",
+    )
     p.add_argument(
         "--decoder", default="", help="decoder checkpoint (simclr train-decoder) to include"
     )
@@ -324,6 +424,7 @@ def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         args.version,
         args.decoder,
         args.denoiser,
+        args.whiten_images,
     )
     print(json.dumps(report))
     return 0

@@ -1,0 +1,165 @@
+"""PCA whitening of the served representation, fitted on the user's library at export time.
+
+Why: SimCLR's h (Chen et al. 2020) is trained for instance discrimination with cosine similarity, but
+its variance is concentrated in a few directions that mostly encode coarse content; two different
+photos of similar scenes then sit close in cosine while an edited copy of one drifts away along
+those same directions. Whitening (Jegou & Chum 2012, "Negative evidences and co-occurrences in
+image retrieval: the benefit of PCA and whitening"; the learned whitening of Radenovic et al. 2018
+for CNN retrieval descriptors) rescales every principal direction to unit variance, so
+similarity counts the fine, low-variance directions as much as the dominant ones.
+``benchmarks/bench_search_quality.py`` measures the effect on near-duplicate search.
+
+The map is linear and fixed after export, so it lives in the ONNX graphs:
+
+* :class:`Whiten` after the encoder: unit h ``(B, D)`` -> ``(h - mean) @ projection`` ``(B, D)``;
+* :class:`Unwhiten` before the decoder: a served embedding (any positive scale) -> the unit h
+  it came from, exactly: ``h = mean + s * e @ inverse`` with the one ``s > 0`` that puts ``h`` on
+  the unit sphere (``mean`` is an average of unit vectors, so it lies inside the sphere and the ray
+  from it crosses the sphere once). That keeps ``Reconstruct`` working on whitened embeddings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from bundle.preprocess import encoder_input
+from bundle.sources import iter_image_bytes
+
+POWER = -0.5  # eigenvalue ** -0.5: full whitening
+RIDGE = 1e-3  # added to every eigenvalue, times their mean: keeps near-empty directions finite
+MIN_IMAGES_PER_DIM = 4  # a covariance from fewer samples than this times D is mostly noise
+
+
+@dataclass(frozen=True)
+class Whitening:
+    """A fitted whitening: ``mean`` ``(D,)``, ``projection`` and its ``inverse`` ``(D, D)`` float64."""
+
+    mean: np.ndarray
+    projection: np.ndarray
+    inverse: np.ndarray
+    images: int
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    def apply(self, h: np.ndarray) -> np.ndarray:
+        """``(B, D)`` unit h -> ``(B, D)`` whitened, not normalised."""
+        return (np.asarray(h, np.float64) - self.mean) @ self.projection
+
+    def describe(self) -> dict[str, float | int | str]:
+        return {"method": "PCA", "power": POWER, "ridge": RIDGE, "images": self.images}
+
+
+def fit_whitening(h: np.ndarray) -> Whitening:
+    """Fit on ``(N, D)`` unit-length h of library images; needs ``N > D`` (``N >= 4 D`` advised)."""
+    h = np.asarray(h, dtype=np.float64)
+    if h.ndim != 2:
+        raise ValueError(f"expected embeddings of shape (N, D), got {h.shape}")
+    n, dim = h.shape
+    if n <= dim:
+        raise ValueError(f"whitening {dim} dimensions needs more than {dim} images, got {n}")
+    if not np.isfinite(h).all():
+        raise ValueError("embeddings to fit whitening on must be finite")
+    mean = h.mean(0)
+    if np.linalg.norm(mean) >= 1.0 - 1e-6:
+        raise ValueError("the embeddings are all the same direction; nothing to whiten")
+    centred = h - mean
+    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred / (n - 1))
+    eigenvalues = np.maximum(eigenvalues, 0.0) + RIDGE * max(float(eigenvalues.mean()), 1e-12)
+    projection = eigenvectors * eigenvalues**POWER  # columns scaled: (D, D)
+    inverse = (eigenvectors * eigenvalues ** (-POWER)).T
+    return Whitening(mean=mean, projection=projection, inverse=inverse, images=n)
+
+
+class Whiten(nn.Module):
+    """``(B, D)`` unit h -> ``(B, D)`` whitened h (normalise afterwards for cosine search)."""
+
+    def __init__(self, whitening: Whitening) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(whitening.mean, dtype=torch.float32))
+        self.register_buffer("projection", torch.tensor(whitening.projection, dtype=torch.float32))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return (h - self.mean) @ self.projection
+
+
+class Unwhiten(nn.Module):
+    """``(B, D)`` whitened embeddings, any positive scale -> ``(B, D)`` the unit h they came from."""
+
+    def __init__(self, whitening: Whitening) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(whitening.mean, dtype=torch.float32))
+        self.register_buffer("inverse", torch.tensor(whitening.inverse, dtype=torch.float32))
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        u = embeddings @ self.inverse  # direction of h - mean, length unknown: (B, D)
+        uu = (u * u).sum(1, keepdim=True).clamp_min(1e-12)
+        mu = (u * self.mean).sum(1, keepdim=True)
+        # |mean + s u| = 1  <=>  uu s^2 + 2 mu s + (|mean|^2 - 1) = 0; |mean| < 1 gives one s > 0.
+        c = (self.mean * self.mean).sum() - 1.0
+        s = (-mu + torch.sqrt((mu * mu - uu * c).clamp_min(0.0))) / uu
+        return self.mean + s * u
+
+
+def sample_embeddings(
+    embed: Callable[[np.ndarray], np.ndarray],
+    source: str,
+    count: int,
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    seed: int = 0,
+    batch: int = 64,
+    progress: bool = True,
+) -> np.ndarray:
+    """``(n, D)`` embeddings of a uniform random sample of ``n <= count`` decodable library images.
+
+    Reservoir sampling (Vitter's algorithm R) over the stream of encoded images, embedding each
+    image as it enters the reservoir: memory is ``count`` vectors whatever the library's size and
+    image sizes (holding ``count`` decoded photos would not fit), at the price of embedding about
+    ``count * (1 + ln(N / count))`` images of a library of ``N``. ``embed`` maps encoder input
+    ``(B, 3, S, S)`` to ``(B, D)``.
+    """
+    rng = np.random.default_rng(seed)
+    slots: list[np.ndarray | None] = []
+    pending: list[tuple[int, bytes]] = []
+
+    def flush() -> None:
+        good, arrays = [], []
+        for slot, data in pending:
+            try:
+                arrays.append(encoder_input([data], size, mean, std)[0])
+                good.append(slot)
+            except ValueError:
+                slots[slot] = None  # undecodable: the slot stays empty
+        if arrays:
+            vectors = np.asarray(embed(np.stack(arrays).astype(np.float32)))
+            for slot, vector in zip(good, vectors, strict=True):
+                slots[slot] = vector  # in stream order, so a later replacement wins
+        pending.clear()
+
+    bar = tqdm(desc="whitening sample", unit="img", disable=not progress, mininterval=1.0)
+    for seen, (_, data) in enumerate(iter_image_bytes(source)):
+        bar.update()
+        if seen < count:
+            slots.append(None)
+            pending.append((seen, data))
+        else:
+            j = int(rng.integers(0, seen + 1))
+            if j < count:
+                pending.append((j, data))
+        if len(pending) >= batch:
+            flush()
+    flush()
+    bar.close()
+    kept = [v for v in slots if v is not None]
+    if not kept:
+        raise ValueError(f"no decodable images in {source} to fit whitening on")
+    return np.stack(kept)
