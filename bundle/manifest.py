@@ -55,6 +55,13 @@ class Manifest:
         return int(self.data["embedding"]["dim"])
 
     @property
+    def embedding_space(self) -> str:
+        """Which vectors this bundle's encoder makes: model name and version, encoder checksum."""
+        model = self.data["model"]
+        digest = self.data["files"].get("encoder", {}).get("sha256", "")[:16]
+        return f"{model.get('name', '?')} {model.get('version', '?')} (encoder sha256 {digest})"
+
+    @property
     def normalized(self) -> bool:
         return bool(self.data["embedding"]["normalized"])
 

@@ -49,10 +49,16 @@ class Hit:
 
 @dataclass
 class CollectionConfig:
-    """Settings fixed at creation (``dim``, ``metric``) and chosen then (``index``)."""
+    """Settings fixed at creation (``dim``, ``metric``, ``space``) and chosen then (``index``).
+
+    ``space`` is an opaque label of where the vectors come from (the server stores its model
+    bundle's identity): vectors of two models with the same dimension are not comparable, and
+    :meth:`index.store.Store.create` refuses to hand a collection to a caller of another space.
+    """
 
     dim: int
     metric: str = "cosine"
+    space: str = ""
     index: str = "auto"
     memory_budget_bytes: int = 8 << 30
     snapshot_every: int = 100_000

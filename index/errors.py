@@ -19,5 +19,9 @@ class AlreadyExists(StoreError):
     """Creating something that exists with different settings."""
 
 
+class IncompatibleSpace(StoreError):
+    """The collection holds vectors of another embedding space (another model) than the caller's."""
+
+
 class StorageFailure(StoreError):
     """The disk refused a write (full, read-only, I/O error); nothing acknowledged was lost."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from index.collection import Collection, CollectionConfig
-from index.errors import AlreadyExists, InvalidArgument, NotFound
+from index.errors import AlreadyExists, IncompatibleSpace, InvalidArgument, NotFound
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -42,6 +42,14 @@ class Store:
             folder = self.root / name
             if (folder / "meta.sqlite").exists():
                 existing = self._get_locked(name)
+                theirs = existing.config.space
+                if exist_ok and theirs and config.space and theirs != config.space:
+                    raise IncompatibleSpace(
+                        f"collection {name!r} holds vectors of {theirs!r}, not of {config.space!r}:"
+                        " searching it with this model would return meaningless neighbours;"
+                        " index into another store or collection, or serve the model it was"
+                        " built with"
+                    )
                 same = (existing.config.dim, existing.config.metric) == (config.dim, config.metric)
                 if exist_ok and same:
                     return existing

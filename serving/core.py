@@ -163,7 +163,11 @@ class SearchService:
             None,
             lambda: self.store.create(
                 self.config.default_collection,
-                CollectionConfig(dim=self.manifest.embedding_dim, metric=self.config.metric),
+                CollectionConfig(
+                    dim=self.manifest.embedding_dim,
+                    metric=self.config.metric,
+                    space=self.manifest.embedding_space,
+                ),
                 exist_ok=True,
             ),
         )

@@ -5,7 +5,14 @@ from __future__ import annotations
 import grpc
 
 from bundle.manifest import BundleError
-from index.errors import AlreadyExists, InvalidArgument, NotFound, StorageFailure, StoreError
+from index.errors import (
+    AlreadyExists,
+    IncompatibleSpace,
+    InvalidArgument,
+    NotFound,
+    StorageFailure,
+    StoreError,
+)
 
 
 class ServiceError(Exception):
@@ -35,6 +42,7 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (MissingModel, grpc.StatusCode.FAILED_PRECONDITION),
+    (IncompatibleSpace, grpc.StatusCode.FAILED_PRECONDITION),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StorageFailure, grpc.StatusCode.UNAVAILABLE),
     (BundleError, grpc.StatusCode.FAILED_PRECONDITION),

@@ -101,6 +101,7 @@ async def start_server(config: ServiceConfig, options: ServerOptions) -> Running
         await running.load()
     except BaseException:
         await running.server.stop(0)
+        await running.service.stop()  # threads and files of whatever had loaded
         raise
     if options.metrics_port:
         from prometheus_client import start_http_server

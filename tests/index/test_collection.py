@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from index.collection import MAX_K, CollectionConfig
-from index.errors import AlreadyExists, InvalidArgument, NotFound
+from index.errors import AlreadyExists, IncompatibleSpace, InvalidArgument, NotFound
 from index.metadata import NewItem
 from index.store import Store
 from index.vector_index import KINDS
@@ -190,6 +190,11 @@ def test_store_names_and_collections(store: Store) -> None:
     assert store.create("a", CollectionConfig(dim=4), exist_ok=True) is store.get("a")
     with pytest.raises(AlreadyExists):
         store.create("a", CollectionConfig(dim=8), exist_ok=True)
+    store.create("s", CollectionConfig(dim=4, space="model 1"))
+    assert store.create("s", CollectionConfig(dim=4, space="model 1"), exist_ok=True)
+    with pytest.raises(IncompatibleSpace, match="holds vectors of 'model 1', not of 'model 2'"):
+        store.create("s", CollectionConfig(dim=4, space="model 2"), exist_ok=True)
+    store.drop("s")
     for bad in ["../etc", "", "a/b", ".hidden"]:
         with pytest.raises(InvalidArgument, match="collection name"):
             store.create(bad, CollectionConfig(dim=4))

@@ -276,6 +276,36 @@ def test_restart_keeps_the_index(tiny_bundle, tmp_path: Path, loop_thread) -> No
         loop_thread.run(running.stop())
 
 
+def test_a_store_refuses_another_models_bundle(tiny_bundle, tmp_path: Path, loop_thread) -> None:
+    """Same dimension, different model: its vectors are not comparable, so the server will not start."""
+    import shutil
+
+    from bundle.manifest import load_manifest, write_manifest
+    from index.errors import IncompatibleSpace
+
+    bundle, library = tiny_bundle
+    config = make_config(bundle, tmp_path / "store")
+    running = loop_thread.run(start_server(config, ServerOptions(address="127.0.0.1:0")))
+    with Client(f"127.0.0.1:{running.port}") as client:
+        client.upsert_images([("img0", _images(library)[0])])
+    loop_thread.run(running.stop())
+    other = tmp_path / "other-bundle"
+    shutil.copytree(bundle, other)
+    data = load_manifest(other).data
+    data["model"]["version"] = "retrained"
+    write_manifest(other, data)
+    with pytest.raises(IncompatibleSpace, match=r"holds vectors of .* not of .*retrained"):
+        loop_thread.run(
+            start_server(make_config(other, config.store), ServerOptions(address="127.0.0.1:0"))
+        )
+    running = loop_thread.run(start_server(config, ServerOptions(address="127.0.0.1:0")))
+    try:  # the original bundle still serves the store, which lost nothing
+        with Client(f"127.0.0.1:{running.port}") as client:
+            assert client.info().collections[0].count == 1
+    finally:
+        loop_thread.run(running.stop())
+
+
 def test_concurrent_upsert_and_search(server, tiny_bundle) -> None:
     _, address = server
     _, library = tiny_bundle
