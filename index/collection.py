@@ -390,6 +390,12 @@ class Collection:
     def count(self) -> int:
         return self.meta.count()
 
+    def set_space(self, space: str) -> None:
+        """Record where this collection's vectors come from (see :class:`CollectionConfig`)."""
+        with self._writer:
+            self.config.space = space
+            self.meta.set_setting("config", {**self.config.__dict__})
+
     def get(self, external_ids: Sequence[str]) -> list[Item]:
         self._check_ids(external_ids)
         found = self.meta.items_by_external(external_ids, self.config.dim)

@@ -6,6 +6,7 @@ process holds one writer per collection.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import threading
@@ -15,6 +16,7 @@ from typing import Any
 from index.collection import Collection, CollectionConfig
 from index.errors import AlreadyExists, IncompatibleSpace, InvalidArgument, NotFound
 
+log = logging.getLogger("simclr.index")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -43,7 +45,9 @@ class Store:
             if (folder / "meta.sqlite").exists():
                 existing = self._get_locked(name)
                 theirs = existing.config.space
-                if exist_ok and theirs and config.space and theirs != config.space:
+                if exist_ok and not theirs and config.space:
+                    self._adopt_space(existing, name, config.space)
+                elif exist_ok and theirs and config.space and theirs != config.space:
                     raise IncompatibleSpace(
                         f"collection {name!r} holds vectors of {theirs!r}, not of {config.space!r}:"
                         " searching it with this model would return meaningless neighbours;"
@@ -59,6 +63,21 @@ class Store:
             collection = Collection.create(folder, config)
             self._open[name] = collection
             return collection
+
+    @staticmethod
+    def _adopt_space(collection: Collection, name: str, space: str) -> None:
+        """A collection from before spaces were recorded: label it if empty, else say we cannot tell."""
+        if collection.count() == 0:
+            collection.set_space(space)
+            return
+        log.warning(
+            "collection %r records no embedding space (made before spaces were recorded); assuming"
+            " its %d vectors come from %s. If they do not, search returns meaningless neighbours:"
+            " index into a new store.",
+            name,
+            collection.count(),
+            space,
+        )
 
     def get(self, name: str) -> Collection:
         check_name(name)

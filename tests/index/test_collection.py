@@ -195,6 +195,17 @@ def test_store_names_and_collections(store: Store) -> None:
     with pytest.raises(IncompatibleSpace, match="holds vectors of 'model 1', not of 'model 2'"):
         store.create("s", CollectionConfig(dim=4, space="model 2"), exist_ok=True)
     store.drop("s")
+    # Made before spaces were recorded: an empty collection takes the caller's label, for good.
+    store.create("old", CollectionConfig(dim=4))
+    assert (
+        store.create("old", CollectionConfig(dim=4, space="m"), exist_ok=True).config.space == "m"
+    )
+    store.close()
+    reopened = Store(store.root)
+    with pytest.raises(IncompatibleSpace):
+        reopened.create("old", CollectionConfig(dim=4, space="other"), exist_ok=True)
+    reopened.drop("old")
+    store = reopened
     for bad in ["../etc", "", "a/b", ".hidden"]:
         with pytest.raises(InvalidArgument, match="collection name"):
             store.create(bad, CollectionConfig(dim=4))
