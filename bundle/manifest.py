@@ -56,10 +56,10 @@ class Manifest:
 
     @property
     def embedding_space(self) -> str:
-        """Which vectors this bundle's encoder makes: model name and version, encoder checksum."""
-        model = self.data["model"]
+        """Which vectors this bundle's encoder makes: its file's checksum (whitening is baked in), so
+        a new version that changes only the denoiser or decoder keeps the stores built with the last."""
         digest = self.data["files"].get("encoder", {}).get("sha256", "")[:16]
-        return f"{model.get('name', '?')} {model.get('version', '?')} (encoder sha256 {digest})"
+        return f"encoder sha256 {digest}"
 
     @property
     def normalized(self) -> bool:
