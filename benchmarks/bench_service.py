@@ -2,7 +2,8 @@
 
 Figures:
   * embeddings/s through gRPC (one image per Embed call) with 1, 8 and 32 concurrent clients,
-    against in-process ONNX Runtime on the same model and images (decode + batch-32 inference);
+    against in-process ONNX Runtime on the same model and images (decode + batch-32 inference),
+    measured before and after the gRPC runs (the machine's speed drifts) and averaged;
     and with 16 images per call (a bulk client) at 8 and 32 clients;
   * p50/p99 latency of Embed and Search at a fixed request rate;
   * Search queries/s with 100,000 indexed items (8 concurrent clients, query by vector);
@@ -190,8 +191,10 @@ def main() -> None:
     manifest = load_manifest(bundle)
     result: dict = {"quick": args.quick, "bundle": str(bundle)}
 
-    inproc = in_process_rate(bundle, images, seconds)
-    print(f"in-process ONNX Runtime (decode + batch 32): {inproc:.0f} images/s")
+    # Each reference rate is measured before and after what it is compared with, and the ratio taken
+    # against the mean: this machine's speed drifts by several percent within minutes.
+    inproc_before = in_process_rate(bundle, images, seconds)
+    print(f"in-process ONNX Runtime (decode + batch 32), before: {inproc_before:.0f} images/s")
     n_vectors = 10_000 if args.quick else 100_000
     fill_vectors(work / "store", manifest.embedding_dim, n_vectors)
     proc, address = start_server(
@@ -205,23 +208,30 @@ def main() -> None:
         args.encoder_streams,
     )
     try:
-        result["in_process_images_per_s"] = inproc
+        rates = {}
         for clients in (1, 8, 32):
-            rate = asyncio.run(grpc_rate(address, images, clients, seconds))
-            result[f"grpc_images_per_s_{clients}_clients"] = rate
-            print(
-                f"gRPC Embed, {clients:2d} concurrent clients: {rate:7.0f} images/s = {rate / inproc:.2f} of in-process"
+            rates[f"{clients:2d} concurrent clients"] = asyncio.run(
+                grpc_rate(address, images, clients, seconds)
             )
-        result["grpc_vs_in_process_32"] = result["grpc_images_per_s_32_clients"] / inproc
+            result[f"grpc_images_per_s_{clients}_clients"] = rates[
+                f"{clients:2d} concurrent clients"
+            ]
         # The same with a batch of images per Embed call (how a bulk client calls it): the per-call
         # cost of Python gRPC on both ends is shared by the batch.
         for clients in (8, 32):
             rate = asyncio.run(grpc_rate(address, images, clients, seconds, per_call=16))
+            rates[f"{clients:2d} clients x 16 images per call"] = rate
             result[f"grpc_images_per_s_{clients}_clients_16_per_call"] = rate
-            print(
-                f"gRPC Embed, {clients:2d} clients x 16 images per call: {rate:7.0f} images/s = "
-                f"{rate / inproc:.2f} of in-process"
-            )
+        inproc_after = in_process_rate(bundle, images, seconds)  # the server idles meanwhile
+        inproc = (inproc_before + inproc_after) / 2
+        print(
+            f"in-process, after: {inproc_after:.0f} images/s; ratios against the mean, {inproc:.0f}"
+        )
+        for name, rate in rates.items():
+            print(f"gRPC Embed, {name}: {rate:7.0f} images/s = {rate / inproc:.2f} of in-process")
+        result["in_process_images_per_s"] = inproc
+        result["in_process_before_after"] = [inproc_before, inproc_after]
+        result["grpc_vs_in_process_32"] = result["grpc_images_per_s_32_clients"] / inproc
         result["grpc_vs_in_process_32_batched"] = (
             result["grpc_images_per_s_32_clients_16_per_call"] / inproc
         )
@@ -251,7 +261,7 @@ def main() -> None:
 
     library = cifar("test") if args.quick else cifar("train")
     n_library = sum(1 for _ in iter_image_bytes(library)) if args.quick else 50_000
-    model_only = model_only_rate(bundle, images, seconds)
+    model_only_before = model_only_rate(bundle, images, seconds)
     report = asyncio.run(
         index_local(
             library,
@@ -260,12 +270,16 @@ def main() -> None:
             progress=False,
         )
     )
+    model_only_after = model_only_rate(bundle, images, seconds)
+    model_only = (model_only_before + model_only_after) / 2
+    result["model_only_before_after"] = [model_only_before, model_only_after]
     result["index_images_per_s"] = report.images_per_s
     result["model_only_images_per_s"] = model_only
     result["index_vs_model_only"] = report.images_per_s / model_only
     print(
         f"simclr index on {library.name} ({n_library} images): {report.images_per_s:.0f} images/s end to end, "
-        f"model only {model_only:.0f} images/s: {report.images_per_s / model_only:.2f}"
+        f"model only {model_only:.0f} images/s (mean of before and after): "
+        f"{report.images_per_s / model_only:.2f}"
     )
     shutil.rmtree(work, ignore_errors=True)
     emit(result)
