@@ -83,12 +83,17 @@ def speed(
     """Seconds per ``size x size`` image and GFLOP/s, PyTorch eager fp32 vs ONNX Runtime fp32."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.rand(1, 3, size, size)
+    from bundle.tiling import BORDER
+
+    # Both runtimes do the served work: the image plus its mirrored border (bundle.tiling).
+    x = torch.rand(1, 3, size + 2 * BORDER, size + 2 * BORDER)
     sigma = torch.tensor([-1.0])
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x, sigma)
     flops = float(counter.get_total_flops())
-    image = (x[0].permute(1, 2, 0).numpy() * 255).astype(np.float32)
+    image = (x[0, :, BORDER:-BORDER, BORDER:-BORDER].permute(1, 2, 0).numpy() * 255).astype(
+        np.float32
+    )
     results: dict[str, float] = {"gflop_per_image": flops / 1e9}
     for name, fn in (
         ("pytorch", lambda: model(x, sigma)),

@@ -155,7 +155,8 @@ class Denoiser:
 
     ``__call__`` takes ``(H, W, 3)`` uint8 (or float on 0-255) and the noise sigma on the 0-255 scale
     (``None`` = unknown, blind) and returns ``(H, W, 3)`` uint8. Tiles of at most the manifest's
-    ``max_tile`` pixels per side bound the memory a huge image needs (``bundle.tiling``).
+    ``max_tile`` pixels per side (plus its mirrored ``border``) bound the memory a huge image needs
+    (``bundle.tiling``).
     ``ensemble`` > 1 averages that many rotated / flipped passes (self-ensemble): a little more
     PSNR for proportionally more time.
     """
@@ -178,10 +179,15 @@ class Denoiser:
         overlap: int = 32,
         device: str = "auto",
         ensemble: int = 1,
+        border: int | None = None,
     ) -> Denoiser:
         """A denoiser from a bare ONNX file (benchmarks, tests); servers load bundles."""
+        from bundle.tiling import BORDER
+
         self = cls.__new__(cls)
-        self._load(path, {"max_tile": max_tile, "overlap": overlap}, device, 0, ensemble)
+        tiling = {"max_tile": max_tile, "overlap": overlap}
+        tiling["border"] = BORDER if border is None else border
+        self._load(path, tiling, device, 0, ensemble)
         return self
 
     def _load(
@@ -202,6 +208,7 @@ class Denoiser:
             )
         self.max_tile = int(tiling.get("max_tile", 512))
         self.overlap = int(tiling.get("overlap", 32))
+        self.border = int(tiling.get("border", 0))  # bundles from before borders: none
 
     def __call__(
         self,
@@ -243,5 +250,7 @@ class Denoiser:
                 total += y[..., ::-1] if flip else y
             return total / len(self.transforms)
 
-        out = apply_tiled(run, chw, self.max_tile, self.overlap, cancelled=cancelled)
+        out = apply_tiled(
+            run, chw, self.max_tile, self.overlap, cancelled=cancelled, border=self.border
+        )
         return np.clip(out, 0, 1).transpose(1, 2, 0) * 255.0

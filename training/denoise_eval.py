@@ -89,10 +89,14 @@ def evaluate_method(
     }
 
 
-def torch_method(model: torch.nn.Module, max_tile: int = 512, overlap: int = 32) -> Method:
-    """A PyTorch denoiser (``training.models.denoiser.Denoiser``) as an evaluation method, tiled."""
-    from bundle.tiling import apply_tiled
+def torch_method(
+    model: torch.nn.Module, max_tile: int = 512, overlap: int = 32, border: int | None = None
+) -> Method:
+    """A PyTorch denoiser (``training.models.denoiser.Denoiser``) as an evaluation method, tiled,
+    with the mirrored border the served model uses (``bundle.tiling.BORDER``) unless told."""
+    from bundle.tiling import BORDER, apply_tiled
 
+    border = BORDER if border is None else border
     model = model.eval()
 
     def run(noisy: np.ndarray, sigma: float | None) -> np.ndarray:
@@ -104,7 +108,7 @@ def torch_method(model: torch.nn.Module, max_tile: int = 512, overlap: int = 32)
                 return model(x, torch.full((len(batch),), level)).numpy()
 
         chw = np.ascontiguousarray(noisy.transpose(2, 0, 1) / 255.0, dtype=np.float32)
-        out = apply_tiled(tiles, chw, max_tile, overlap)
+        out = apply_tiled(tiles, chw, max_tile, overlap, border=border)
         return np.clip(out, 0, 1).transpose(1, 2, 0) * 255.0
 
     return run

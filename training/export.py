@@ -407,6 +407,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument(
         "--denoiser", default="", help="denoiser checkpoint (simclr train-denoiser) to include"
     )
+    p.add_argument("--progress", type=lambda v: v.lower() in {"1", "true", "yes"}, default=True)
     p.add_argument("--name", default="simclr")
     p.add_argument("--version", default="1")
     return p
@@ -425,6 +426,7 @@ def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         args.decoder,
         args.denoiser,
         args.whiten_images,
+        args.progress,
     )
     print(json.dumps(report))
     return 0

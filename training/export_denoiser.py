@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bundle.tiling import BORDER
 from training.export import MAX_ABS_DIFF, MIN_COSINE, OPSET, agreement, fold_batchnorm
 from training.onnx_storage import round_weights_to_fp16, store_weights_as_fp16
 
@@ -85,7 +86,7 @@ def export_denoiser(denoiser_path: str, out: Path, images: np.ndarray) -> tuple[
         "input_range": [0, 1],
         "output_range": [0, 1],
         "noise_sigma": "0-255 scale; negative = unknown (blind)",
-        "tiling": {"max_tile": MAX_TILE, "overlap": TILE_OVERLAP},
+        "tiling": {"max_tile": MAX_TILE, "overlap": TILE_OVERLAP, "border": BORDER},
         "training": {"step": state["step"], "config": state["config"]},
     }
     return entry, parity

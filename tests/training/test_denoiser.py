@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from bundle.tiling import apply_tiled, plan_tiles
 from training.models.denoiser import Denoiser, init_from_encoder
@@ -87,6 +88,32 @@ def test_tiled_output_matches_the_whole_image() -> None:
     assert diff.mean() < 1 / 255, diff.mean()
     assert np.percentile(diff, 99) < 4 / 255, np.percentile(diff, 99)
     np.testing.assert_allclose(apply_tiled(lambda b: b, image, 96, 32), image, atol=1e-6)
+
+
+def test_mirrored_border_is_what_the_model_sees_and_is_cropped_off() -> None:
+    image = np.random.default_rng(1).random((3, 150, 203), dtype=np.float32)
+    seen: list[tuple[int, ...]] = []
+
+    def box_blur(batch: np.ndarray) -> np.ndarray:  # shift-equivariant, reads across the edge
+        seen.append(batch.shape)
+        t = torch.from_numpy(batch)
+        kernel = torch.full((3, 1, 5, 5), 1 / 25)
+        return F.conv2d(F.pad(t, [2, 2, 2, 2]), kernel, groups=3).numpy()
+
+    whole = apply_tiled(box_blur, image, max_tile=203, border=16)
+    assert seen == [(1, 3, 182, 235)]  # the border does not push an image into tiles
+    mirrored = np.pad(image, ((0, 0), (16, 16), (16, 16)), mode="reflect")
+    expected = box_blur(mirrored[None])[0, :, 16:-16, 16:-16]
+    np.testing.assert_allclose(whole, expected, atol=1e-6)
+    # At the corner the border changed the answer (zero padding darkens it; mirroring does not).
+    assert whole[:, 0, 0].mean() > box_blur(image[None])[0, :, 0, 0].mean() + 0.1
+    tiled = apply_tiled(box_blur, image, max_tile=96, overlap=32, border=16)
+    assert np.abs(tiled - whole).mean() < 1 / 255  # tiles blend as without a border
+    for size in ((3, 1, 1), (3, 2, 5)):  # mirroring works on images smaller than the border
+        tiny = np.random.default_rng(2).random(size, dtype=np.float32)
+        np.testing.assert_allclose(apply_tiled(lambda b: b, tiny, border=16), tiny)
+    with pytest.raises(ValueError, match="border"):
+        apply_tiled(lambda b: b, image, border=-1)
 
 
 def test_noise_is_seeded_unclipped_and_labelled() -> None:
