@@ -18,4 +18,4 @@ kodak="$(cd .. && pwd)/shared/datasets/denoise-eval/Kodak24.tar"
 rm -rf models/compact-cifar10
 .venv/bin/simclr export --checkpoint "$out/encoder/checkpoint.pt" --decoder "$out/decoder/decoder.pt" \
     --denoiser "$out/denoiser/denoiser.pt" \
-    --images "$shared/train.tar.gz" --int8 --name compact-cifar10 --version 3 --out models/compact-cifar10
+    --images "$shared/train.tar.gz" --int8 --name compact-cifar10 --version 4 --out models/compact-cifar10

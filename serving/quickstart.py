@@ -28,6 +28,7 @@ import grpc
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from bundle.manifest import load_manifest
 from bundle.sources import iter_image_bytes
 from serving.client import Client
 from serving.indexer import bulk_config, index_local
@@ -90,7 +91,10 @@ def grid(rows: list[list[bytes]], path: Path, cell: int = 64) -> None:
 
 def run(bundle: Path, library: Path, out: Path, queries: int, k: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    store = out / "store"
+    # One store per encoder: a new bundle's vectors are not comparable with an old one's, and the
+    # quickstart's store is its own scratch space (a server refuses a store of another encoder).
+    digest = load_manifest(bundle).data["files"]["encoder"]["sha256"][:12]
+    store = out / f"store-{digest}"
     started = time.perf_counter()
     print(f"[1/5] model bundle: {bundle}")
     print(f"[2/5] indexing {library} into {store}")

@@ -5,9 +5,10 @@ with a dynamic batch axis at opset 17, run ``onnx.checker``, then compare ONNX R
 PyTorch on real images and refuse the bundle if they disagree (max |diff| > 1e-4 or cosine
 < 0.99999). Optionally writes a static INT8 (QDQ, per-channel) encoder calibrated on a sample of the
 user's images. The encoder outputs h, the representation before the projection head (Chen et al.
-2020, Sec. 4.2), L2-normalised when ``--normalize`` is on (the default: cosine search). With
-``--whiten-images N`` (the default) h is PCA-whitened first, fitted on a sample of N library images
-(``training/whitening.py``), and the decoder file takes the whitened embeddings it is served.
+2020, Sec. 4.2), L2-normalised when ``--normalize`` is on (the default: cosine search). By default h
+is whitened first (``--whitening learned``: from N sampled library images and an edited copy of each,
+``--whiten-images N``; or ``pca``; ``training/whitening.py``), and the decoder file takes the
+whitened embeddings it is served.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from bundle.manifest import write_manifest
 from bundle.preprocess import RESIZE_POLICY, encoder_input
 from bundle.sources import iter_image_bytes
 from training.checkpoint import load_checkpoint
+from training.copy_edits import copy_edit
 from training.models.simclr import model_from_checkpoint
 from training.whitening import (
+    METHODS,
     MIN_IMAGES_PER_DIM,
     Unwhiten,
     Whiten,
@@ -256,7 +259,10 @@ def export_bundle(
     denoiser: str = "",
     whiten_images: int = WHITEN_IMAGES,
     progress: bool = True,
+    whitening_method: str = "learned",
 ) -> dict[str, Any]:
+    if whitening_method not in (*METHODS, "none"):
+        raise ValueError(f"whitening must be one of {(*METHODS, 'none')}, got {whitening_method!r}")
     state = load_checkpoint(checkpoint)
     facts = state["preprocessing"]
     size = int(facts["input_size"])
@@ -268,8 +274,10 @@ def export_bundle(
     encoder = unit_h if normalize else fold_batchnorm(EncoderForExport(model.encoder, False))
     started = time.perf_counter()
     whitening = None
-    if whiten_images > 0:
-        whitening = fit_library_whitening(unit_h, images, whiten_images, size, mean, std, progress)
+    if whiten_images > 0 and whitening_method != "none":
+        whitening = fit_library_whitening(
+            unit_h, images, whiten_images, size, mean, std, progress, whitening_method
+        )
     if whitening is not None:
         encoder = WhitenedEncoder(unit_h, Whiten(whitening), normalize)
     sample = sample_images(images, max(calibration_count, 16), size, mean, std)
@@ -353,14 +361,29 @@ def fit_library_whitening(
     mean: tuple[float, ...],
     std: tuple[float, ...],
     progress: bool = True,
+    method: str = "learned",
 ) -> Whitening | None:
-    """Whitening fitted on ``count`` sampled library images, or None (logged) when too few decode."""
+    """Whitening fitted on ``count`` sampled library images (and, for ``learned``, an edited copy
+    of each), or None (logged) when too few decode."""
 
     def embed(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return unit_h(torch.from_numpy(batch)).numpy()
 
-    h = sample_embeddings(embed, images, count, size, mean, std, progress=progress)
+    def edit(data: bytes, rng: np.random.Generator) -> bytes:
+        return copy_edit(data, size, rng)
+
+    pairs = sample_embeddings(
+        embed,
+        images,
+        count,
+        size,
+        mean,
+        std,
+        progress=progress,
+        edit=edit if method == "learned" else None,
+    )
+    h = pairs[:, 0] if method == "learned" else pairs
     needed = MIN_IMAGES_PER_DIM * h.shape[1]
     if len(h) < needed:
         log.warning(
@@ -371,8 +394,8 @@ def fit_library_whitening(
             needed,
         )
         return None
-    log.info("whitening fitted on %d library images", len(h))
-    return fit_whitening(h)
+    log.info("%s whitening fitted on %d library images", method, len(h))
+    return fit_whitening(h, pairs[:, 1] if method == "learned" else None)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -398,8 +421,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--whiten-images",
         type=int,
         default=WHITEN_IMAGES,
-        help="fit PCA whitening of the embeddings on this many sampled library images "
+        help="fit the whitening on this many sampled library images "
         "(0: serve plain h; skipped with a warning below 4 images per dimension)",
+    )
+    p.add_argument(
+        "--whitening",
+        choices=(*METHODS, "none"),
+        default="learned",
+        help="learned (from each sampled image and an edited copy: crop, mirror, rotation, "
+        "colour, blur, JPEG, noise), pca, or none (plain h)",
     )
     p.add_argument(
         "--decoder", default="", help="decoder checkpoint (simclr train-decoder) to include"
@@ -427,6 +457,7 @@ def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         args.denoiser,
         args.whiten_images,
         args.progress,
+        args.whitening,
     )
     print(json.dumps(report))
     return 0

@@ -7,7 +7,13 @@ those same directions. Whitening (Jegou & Chum 2012, "Negative evidences and co-
 image retrieval: the benefit of PCA and whitening"; the learned whitening of Radenovic et al. 2018
 for CNN retrieval descriptors) rescales every principal direction to unit variance, so
 similarity counts the fine, low-variance directions as much as the dominant ones.
-``benchmarks/bench_search_quality.py`` measures the effect on near-duplicate search.
+
+Learned whitening (the default at export) goes further: from pairs of a library image and an edited
+copy of it (``training/copy_edits.py``) it estimates the covariance of what edits change,
+``C_S = E[(h - h')(h - h')^T]``, and maps ``h -> C_S^{-1/2} (h - mean)``, so the directions copies
+move along count least and those they keep count most (Radenovic et al. 2018, Sec. 3.3, with pairs
+from edits instead of 3-D reconstruction). ``benchmarks/bench_search_quality.py`` measures both
+against plain h on near-duplicate search.
 
 The map is linear and fixed after export, so it lives in the ONNX graphs:
 
@@ -53,12 +59,23 @@ class Whitening:
         """``(B, D)`` unit h -> ``(B, D)`` whitened, not normalised."""
         return (np.asarray(h, np.float64) - self.mean) @ self.projection
 
+    method: str = "pca"
+
     def describe(self) -> dict[str, float | int | str]:
-        return {"method": "PCA", "power": POWER, "ridge": RIDGE, "images": self.images}
+        method = "PCA" if self.method == "pca" else "learned from edited-copy pairs"
+        return {"method": method, "power": POWER, "ridge": RIDGE, "images": self.images}
 
 
-def fit_whitening(h: np.ndarray) -> Whitening:
-    """Fit on ``(N, D)`` unit-length h of library images; needs ``N > D`` (``N >= 4 D`` advised)."""
+METHODS = ("learned", "pca")
+
+
+def fit_whitening(h: np.ndarray, edited: np.ndarray | None = None) -> Whitening:
+    """Fit on ``(N, D)`` unit-length h of library images; needs ``N > D`` (``N >= 4 D`` advised).
+
+    Without ``edited``: PCA whitening, ``C^{-1/2}`` of the library's covariance ``C``. With
+    ``edited`` ``(N, D)``, the h of an edited copy of each image: learned whitening,
+    ``C_S^{-1/2}`` of the covariance of the differences.
+    """
     h = np.asarray(h, dtype=np.float64)
     if h.ndim != 2:
         raise ValueError(f"expected embeddings of shape (N, D), got {h.shape}")
@@ -70,12 +87,27 @@ def fit_whitening(h: np.ndarray) -> Whitening:
     mean = h.mean(0)
     if np.linalg.norm(mean) >= 1.0 - 1e-6:
         raise ValueError("the embeddings are all the same direction; nothing to whiten")
-    centred = h - mean
-    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred / (n - 1))
+    if edited is None:
+        centred = h - mean
+        covariance = centred.T @ centred / (n - 1)
+    else:
+        edited = np.asarray(edited, dtype=np.float64)
+        if edited.shape != h.shape or not np.isfinite(edited).all():
+            raise ValueError(f"edited copies must be finite and of shape {h.shape}")
+        differences = h - edited
+        covariance = differences.T @ differences / n
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     eigenvalues = np.maximum(eigenvalues, 0.0) + RIDGE * max(float(eigenvalues.mean()), 1e-12)
-    projection = eigenvectors * eigenvalues**POWER  # columns scaled: (D, D)
-    inverse = (eigenvectors * eigenvalues ** (-POWER)).T
-    return Whitening(mean=mean, projection=projection, inverse=inverse, images=n)
+    # Symmetric C^{-1/2} = V diag(w^-1/2) V^T (for cosine, the same as the rotated V diag(w^-1/2)).
+    projection = (eigenvectors * eigenvalues**POWER) @ eigenvectors.T  # (D, D)
+    inverse = (eigenvectors * eigenvalues ** (-POWER)) @ eigenvectors.T
+    return Whitening(
+        mean=mean,
+        projection=projection,
+        inverse=inverse,
+        images=n,
+        method="pca" if edited is None else "learned",
+    )
 
 
 class Whiten(nn.Module):
@@ -118,8 +150,11 @@ def sample_embeddings(
     seed: int = 0,
     batch: int = 64,
     progress: bool = True,
+    edit: Callable[[bytes, np.random.Generator], bytes] | None = None,
 ) -> np.ndarray:
-    """``(n, D)`` embeddings of a uniform random sample of ``n <= count`` decodable library images.
+    """``(n, D)`` embeddings of a uniform random sample of ``n <= count`` decodable library images;
+    with ``edit``, ``(n, 2, D)``: each image's and an edited copy's (``edit(data, rng)``, which
+    raises ``ValueError`` for bytes that do not decode, like ``training.copy_edits.copy_edit``).
 
     Reservoir sampling (Vitter's algorithm R) over the stream of encoded images, embedding each
     image as it enters the reservoir: memory is ``count`` vectors whatever the library's size and
@@ -131,18 +166,24 @@ def sample_embeddings(
     slots: list[np.ndarray | None] = []
     pending: list[tuple[int, bytes]] = []
 
+    edit_rng = np.random.default_rng([seed, 1])
+    views = 1 if edit is None else 2
+
     def flush() -> None:
         good, arrays = [], []
         for slot, data in pending:
             try:
-                arrays.append(encoder_input([data], size, mean, std)[0])
+                copies = [data] if edit is None else [data, edit(data, edit_rng)]
+                arrays.extend(encoder_input(copies, size, mean, std))
                 good.append(slot)
             except ValueError:
                 slots[slot] = None  # undecodable: the slot stays empty
         if arrays:
             vectors = np.asarray(embed(np.stack(arrays).astype(np.float32)))
+            vectors = vectors.reshape(len(good), views, -1)
             for slot, vector in zip(good, vectors, strict=True):
-                slots[slot] = vector  # in stream order, so a later replacement wins
+                # In stream order, so a later replacement wins.
+                slots[slot] = vector if edit is not None else vector[0]
         pending.clear()
 
     bar = tqdm(desc="whitening sample", unit="img", disable=not progress, mininterval=1.0)

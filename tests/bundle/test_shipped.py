@@ -20,6 +20,7 @@ def test_shipped_bundle_is_intact_small_and_serves_whitened_h() -> None:
     total = sum(p.stat().st_size for p in SHIPPED.iterdir())
     assert total <= 20 * 1024 * 1024, f"{total} bytes"
     assert manifest.data["embedding"]["whitening"]["images"] == 10_000
+    assert "edited-copy" in manifest.data["embedding"]["whitening"]["method"]
     assert manifest.data["files"]["denoiser"]["tiling"]["border"] == 16
     rng = np.random.default_rng(0)
     payloads = []

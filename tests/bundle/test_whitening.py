@@ -3,11 +3,13 @@ whitened bundle whose encoder, INT8 encoder and decoder agree with PyTorch."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageOps
 
 from bundle.manifest import load_manifest
 from bundle.preprocess import encoder_input
@@ -51,11 +53,53 @@ def test_fit_whitens_and_matches_a_hand_written_reference() -> None:
     # Unit variance in every principal direction, less what the ridge takes from the smallest.
     variances = np.linalg.eigvalsh(np.cov(h.T))
     expected = variances / (variances + RIDGE * variances.mean())
-    np.testing.assert_allclose(np.diag(covariance), expected, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.eigvalsh(covariance), expected, rtol=1e-6)
     assert expected[-8:].min() > 0.98
-    assert np.abs(covariance - np.diag(np.diag(covariance))).max() < 1e-6
     normed = y / np.linalg.norm(y, axis=1, keepdims=True)
     np.testing.assert_allclose(normed @ normed.T, _reference_gram(h), atol=1e-8)
+
+
+def test_learned_whitening_matches_a_hand_written_reference() -> None:
+    h = _unit_rows(3000, 16, seed=4)
+    rng = np.random.default_rng(5)
+    # Edits move h mostly along the first two axes: those must end up counting least.
+    moved = h + rng.standard_normal(h.shape) * np.r_[0.5, 0.5, np.full(14, 0.01)]
+    edited = moved / np.linalg.norm(moved, axis=1, keepdims=True)
+    w = fit_whitening(h, edited)
+    assert w.method == "learned" and "edited-copy" in w.describe()["method"]
+    d = h - edited
+    values, vectors = np.linalg.eigh(d.T @ d / len(d))
+    values = values + RIDGE * values.mean()
+    reference = vectors @ np.diag(values**-0.5) @ vectors.T
+    np.testing.assert_allclose(w.projection, reference, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(w.projection @ w.inverse, np.eye(16), atol=1e-8)
+    gain = np.linalg.norm(w.projection, axis=0)
+    assert gain[:2].max() < gain[2:].min() / 5
+    with pytest.raises(ValueError, match="edited copies"):
+        fit_whitening(h, edited[:10])
+
+
+def test_copy_edits_are_seeded_decodable_and_varied() -> None:
+    from training.copy_edits import copy_edit
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 30, 3), np.uint8)).save(
+        buffer, "PNG"
+    )
+    data = buffer.getvalue()
+    copies = [copy_edit(data, 32, np.random.default_rng(i)) for i in range(40)]
+    assert copies == [copy_edit(data, 32, np.random.default_rng(i)) for i in range(40)]
+    sizes = {Image.open(io.BytesIO(c)).size for c in copies}
+    assert sizes == {(30, 40)}  # under 2 x 32 px: kept at its size
+    assert len(set(copies)) > 30
+    big = io.BytesIO()
+    Image.new("RGB", (1000, 500), "red").save(big, "PNG")
+    assert Image.open(io.BytesIO(copy_edit(big.getvalue(), 32, np.random.default_rng(0)))).size == (
+        64,
+        32,
+    )
+    with pytest.raises(ValueError, match="cannot decode"):
+        copy_edit(b"not an image", 32, np.random.default_rng(0))
 
 
 def test_torch_modules_whiten_and_invert_exactly_at_any_scale() -> None:
@@ -99,6 +143,23 @@ def test_library_sample_is_bounded_seeded_and_skips_bad_files(tmp_path: Path) ->
     # Every sampled row is one of the library's images, none repeated.
     rows = {tuple(r) for r in everything.tolist()}
     assert all(tuple(r) in rows for r in few.tolist()) and len({tuple(r) for r in few}) == len(few)
+    pairs = sample_embeddings(
+        embed, str(library), 100, edit=lambda data, rng: _mirrored(data), **kwargs
+    )
+    assert pairs.shape == (30, 2, 4)
+    np.testing.assert_allclose(pairs[:, 0], everything)
+    assert not np.allclose(pairs[:, 0], pairs[:, 1])
+
+
+def _mirrored(data: bytes) -> bytes:
+    """An edit keeps the contract of ``copy_edit``: ValueError for bytes that do not decode."""
+    try:
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+    except OSError as exc:
+        raise ValueError(str(exc)) from exc
+    buffer = io.BytesIO()
+    ImageOps.mirror(image).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def test_small_library_keeps_plain_h(tiny_bundle: tuple[Path, Path]) -> None:
@@ -108,8 +169,9 @@ def test_small_library_keeps_plain_h(tiny_bundle: tuple[Path, Path]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("method", ["pca", "learned"])
 def test_whitened_bundle_serves_whitened_h_and_reconstructs_from_it(
-    tiny_run: tuple[Path, Path], tmp_path: Path
+    tiny_run: tuple[Path, Path], tmp_path: Path, method: str
 ) -> None:
     from training.decoder_train import load_decoder, train_decoder
     from training.export import export_bundle
@@ -137,6 +199,7 @@ def test_whitened_bundle_serves_whitened_h_and_reconstructs_from_it(
         calibration_count=32,
         decoder=decoder,
         progress=False,
+        whitening_method=method,
     )
     assert report["decoder_parity"]["max_abs_diff"] <= 1e-4
     manifest = load_manifest(bundle)
@@ -151,7 +214,11 @@ def test_whitened_bundle_serves_whitened_h_and_reconstructs_from_it(
     served = Encoder(manifest, device="cpu")(batch)
     assert served.shape == (300, 64)
     np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(served @ served.T, _reference_gram(h.double().numpy()), atol=2e-3)
+    if method == "pca":
+        reference = _reference_gram(h.double().numpy())
+        np.testing.assert_allclose(served @ served.T, reference, atol=2e-3)
+    else:
+        assert "edited-copy" in manifest.data["embedding"]["whitening"]["method"]
 
     int8 = Encoder(manifest, int8=True, device="cpu")(batch)
     assert np.median((int8 * served).sum(1)) > 0.9
