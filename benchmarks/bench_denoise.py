@@ -83,17 +83,14 @@ def speed(
     """Seconds per ``size x size`` image and GFLOP/s, PyTorch eager fp32 vs ONNX Runtime fp32."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from bundle.tiling import BORDER
-
     # Both runtimes do the served work: the image plus its mirrored border (bundle.tiling).
-    x = torch.rand(1, 3, size + 2 * BORDER, size + 2 * BORDER)
+    b = onnx.border
+    x = torch.rand(1, 3, size + 2 * b, size + 2 * b)
     sigma = torch.tensor([-1.0])
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x, sigma)
     flops = float(counter.get_total_flops())
-    image = (x[0, :, BORDER:-BORDER, BORDER:-BORDER].permute(1, 2, 0).numpy() * 255).astype(
-        np.float32
-    )
+    image = (x[0, :, b : b + size, b : b + size].permute(1, 2, 0).numpy() * 255).astype(np.float32)
     results: dict[str, float] = {"gflop_per_image": flops / 1e9}
     for name, fn in (
         ("pytorch", lambda: model(x, sigma)),
@@ -126,6 +123,9 @@ def main() -> None:
     )
     p.add_argument("--sigmas", default="15,25,50")
     p.add_argument(
+        "--border", type=int, default=0, help="px mirrored around each image (bundle/tiling.py)"
+    )
+    p.add_argument(
         "--cbm3d-limit", type=int, default=4, help="images per set and sigma for CBM3D (0: none)"
     )
     p.add_argument(
@@ -141,11 +141,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
         export_denoiser(args.checkpoint, Path(tmp), rng.random((2, 3, 32, 32), dtype=np.float32))
-        onnx = OnnxDenoiser.from_file(str(Path(tmp) / "denoiser.onnx"))
-        onnx4 = OnnxDenoiser.from_file(str(Path(tmp) / "denoiser.onnx"), ensemble=4)
+        onnx = OnnxDenoiser.from_file(str(Path(tmp) / "denoiser.onnx"), border=args.border)
+        onnx4 = OnnxDenoiser.from_file(
+            str(Path(tmp) / "denoiser.onnx"), ensemble=4, border=args.border
+        )
         exported = DenoiserForExport(model)
         results: dict = {
             "machine": machine(),
+            "border": args.border,
             "training": state["config"],
             "training_steps": state["step"],
         }

@@ -112,10 +112,11 @@ def main() -> None:
     parser.add_argument(
         "--queries", type=int, default=10000, help="edited copies per edit (at most the index size)"
     )
+    parser.add_argument("--int8", action="store_true", help="the bundle's INT8 encoder")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     manifest = load_manifest(args.bundle)
-    encoder = Encoder(manifest, device="cpu", intra_threads=2)
+    encoder = Encoder(manifest, int8=args.int8, device="cpu", intra_threads=2)
     payloads = [data for _, data in iter_image_bytes(cifar("test"))]
     if args.quick:
         payloads = payloads[:2000]
@@ -124,7 +125,13 @@ def main() -> None:
     picks = rng.choice(len(payloads), size=queries, replace=False)
     bank = embed(encoder, manifest, payloads)
     hashes = phash_bytes(payloads)
-    result: dict = {"indexed": len(payloads), "queries": int(queries), "ours": {}, "phash": {}}
+    result: dict = {
+        "indexed": len(payloads),
+        "queries": int(queries),
+        "int8": args.int8,
+        "ours": {},
+        "phash": {},
+    }
     print(f"indexed {len(payloads)} images; {queries} queries per edit")
     print(f"{'edit':<10} {'ours top-1 (misses)':>20} {'pHash top-1 (misses)':>21}")
     for name in EDITS:

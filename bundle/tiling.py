@@ -8,11 +8,12 @@ that ramp linearly across each overlap: no seams, and away from the overlaps eac
 exactly the tile's. Memory is bounded by the tile size plus the output image.
 
 ``border`` mirrors the image outward by that many pixels before the model sees it and crops the
-result back: a convolution's zero padding at the image edge is not what a photograph continues
-with, and a mirrored margin is closer. Measured with the shipped denoiser on Kodak24 at sigma 25,
-blind (whole images, PyTorch): 31.628 dB without, 31.645 / 31.649 / 31.651 with 8 / 16 / 32 px
-mirrored, and 31.499 with 16 px of repeated edge pixels, so :data:`BORDER` is 16 px mirrored
-(13% more pixels on a 500 x 500 image).
+result back (a bundle's manifest may ask for it). Measured with the shipped denoiser at sigma 25,
+blind (``benchmarks/bench_denoise_border.py``, 16 px): whole Kodak24 images (500 x 500) 31.628 ->
+31.649 dB, but smaller images lose: 200 CIFAR-10 test images 29.362 -> 29.217, the top-left 64 /
+128 / 256 / 384 px of Kodak24 images -0.12 / -0.06 / -0.02 / -0.01 dB (the network learned image
+edges from 32 px training images with zero padding). The shipped denoiser serves CIFAR-sized
+images, so :data:`BORDER`, the default, is 0; ``simclr export --denoise-border 16`` suits photos.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 TileFn = Callable[[np.ndarray], np.ndarray]
-BORDER = 16  # mirrored margin for image-to-image models (see above)
+BORDER = 0  # mirrored margin for image-to-image models: off by default (see above)
 
 
 class Cancelled(Exception):

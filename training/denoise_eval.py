@@ -93,7 +93,7 @@ def torch_method(
     model: torch.nn.Module, max_tile: int = 512, overlap: int = 32, border: int | None = None
 ) -> Method:
     """A PyTorch denoiser (``training.models.denoiser.Denoiser``) as an evaluation method, tiled,
-    with the mirrored border the served model uses (``bundle.tiling.BORDER``) unless told."""
+    with the served default mirrored border (``bundle.tiling.BORDER``) unless told."""
     from bundle.tiling import BORDER, apply_tiled
 
     border = BORDER if border is None else border

@@ -73,8 +73,13 @@ def check_parity(module: nn.Module, path: Path, images: np.ndarray, seed: int = 
     return worst
 
 
-def export_denoiser(denoiser_path: str, out: Path, images: np.ndarray) -> tuple[dict, dict]:
-    """Write ``out/denoiser.onnx`` from a ``simclr train-denoiser`` checkpoint; returns (manifest entry, parity)."""
+def export_denoiser(
+    denoiser_path: str, out: Path, images: np.ndarray, border: int = BORDER
+) -> tuple[dict, dict]:
+    """Write ``out/denoiser.onnx`` from a ``simclr train-denoiser`` checkpoint; returns (manifest
+    entry, parity). ``border``: the mirrored margin the runtime adds (``bundle.tiling``)."""
+    if border < 0:
+        raise ValueError(f"denoise border must be >= 0, got {border}")
     from training.denoiser_train import load_denoiser
 
     model, state = load_denoiser(denoiser_path)
@@ -86,7 +91,7 @@ def export_denoiser(denoiser_path: str, out: Path, images: np.ndarray) -> tuple[
         "input_range": [0, 1],
         "output_range": [0, 1],
         "noise_sigma": "0-255 scale; negative = unknown (blind)",
-        "tiling": {"max_tile": MAX_TILE, "overlap": TILE_OVERLAP, "border": BORDER},
+        "tiling": {"max_tile": MAX_TILE, "overlap": TILE_OVERLAP, "border": border},
         "training": {"step": state["step"], "config": state["config"]},
     }
     return entry, parity

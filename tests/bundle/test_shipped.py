@@ -21,7 +21,7 @@ def test_shipped_bundle_is_intact_small_and_serves_whitened_h() -> None:
     assert total <= 20 * 1024 * 1024, f"{total} bytes"
     assert manifest.data["embedding"]["whitening"]["images"] == 10_000
     assert "edited-copy" in manifest.data["embedding"]["whitening"]["method"]
-    assert manifest.data["files"]["denoiser"]["tiling"]["border"] == 16
+    assert manifest.data["files"]["denoiser"]["tiling"]["border"] == 0
     rng = np.random.default_rng(0)
     payloads = []
     for _ in range(3):
