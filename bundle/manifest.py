@@ -9,8 +9,9 @@ never PyTorch. The manifest says everything needed to feed and trust the models:
      "training": {"config", "step"},
      "files": {"encoder": {"path", "sha256", "bytes", "inputs", "outputs"}, "encoder_int8": ..., ...}}
 
-``embedding.whitening`` is null for plain h, else how the PCA whitening baked into the encoder
-(and undone at the decoder's input) was fitted. A bundle may hold any subset of ``encoder``, ``encoder_int8``, ``decoder``, ``denoiser``.
+``embedding.whitening`` is null for plain h, else how the whitening baked into the encoder
+(and undone at the decoder's input) was fitted. A bundle may hold any subset of ``encoder``,
+``encoder_int8``, ``decoder``, ``denoiser``.
 :func:`load_manifest` refuses, with a message naming the problem, an unknown format version, a
 missing file, a checksum mismatch and inconsistent facts.
 """

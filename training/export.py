@@ -338,7 +338,7 @@ def export_bundle(
             "dim": model.num_features,
             "normalized": normalize,
             "source": "h (before projection head)"
-            + (", PCA-whitened" if whitening is not None else ""),
+            + (f", whitened ({whitening.method})" if whitening is not None else ""),
             "whitening": whitening.describe() if whitening is not None else None,
         },
         "opset": OPSET,

@@ -1,4 +1,4 @@
-"""PCA whitening of the served representation, fitted on the user's library at export time.
+"""Whitening of the served representation (PCA, or learned from edited copies), fitted at export.
 
 Why: SimCLR's h (Chen et al. 2020) is trained for instance discrimination with cosine similarity, but
 its variance is concentrated in a few directions that mostly encode coarse content; two different

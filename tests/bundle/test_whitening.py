@@ -204,7 +204,7 @@ def test_whitened_bundle_serves_whitened_h_and_reconstructs_from_it(
     assert report["decoder_parity"]["max_abs_diff"] <= 1e-4
     manifest = load_manifest(bundle)
     assert manifest.data["embedding"]["whitening"]["images"] == 300
-    assert manifest.data["embedding"]["source"].endswith("PCA-whitened")
+    assert manifest.data["embedding"]["source"].endswith(f"whitened ({method})")
 
     payloads = [data for _, data in iter_image_bytes(library)]
     batch = encoder_input(payloads, manifest.input_size, manifest.mean, manifest.std)
