@@ -27,6 +27,7 @@ def copy_edit(data: bytes, size: int, rng: np.random.Generator) -> bytes:
     :data:`KINDS`; raises ``ValueError`` when ``data`` does not decode."""
     try:
         with Image.open(io.BytesIO(data)) as opened:
+            opened.draft("RGB", (2 * size, 2 * size))  # JPEG: decode at 1/2-1/8 scale, fast
             image = opened.convert("RGB")
     except Exception as exc:  # PIL raises many types for bad bytes
         raise ValueError(f"cannot decode image: {exc}") from exc

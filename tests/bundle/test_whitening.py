@@ -92,12 +92,11 @@ def test_copy_edits_are_seeded_decodable_and_varied() -> None:
     sizes = {Image.open(io.BytesIO(c)).size for c in copies}
     assert sizes == {(30, 40)}  # under 2 x 32 px: kept at its size
     assert len(set(copies)) > 30
-    big = io.BytesIO()
-    Image.new("RGB", (1000, 500), "red").save(big, "PNG")
-    assert Image.open(io.BytesIO(copy_edit(big.getvalue(), 32, np.random.default_rng(0)))).size == (
-        64,
-        32,
-    )
+    for fmt in ("PNG", "JPEG"):  # large photos are edited as thumbnails (JPEG decoded scaled)
+        big = io.BytesIO()
+        Image.new("RGB", (1000, 500), "red").save(big, fmt)
+        edited = copy_edit(big.getvalue(), 32, np.random.default_rng(0))
+        assert Image.open(io.BytesIO(edited)).size == (64, 32)
     with pytest.raises(ValueError, match="cannot decode"):
         copy_edit(b"not an image", 32, np.random.default_rng(0))
 
