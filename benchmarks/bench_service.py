@@ -210,12 +210,9 @@ def main() -> None:
     try:
         rates = {}
         for clients in (1, 8, 32):
-            rates[f"{clients:2d} concurrent clients"] = asyncio.run(
-                grpc_rate(address, images, clients, seconds)
-            )
-            result[f"grpc_images_per_s_{clients}_clients"] = rates[
-                f"{clients:2d} concurrent clients"
-            ]
+            rate = asyncio.run(grpc_rate(address, images, clients, seconds))
+            rates[f"{clients:2d} concurrent clients"] = rate
+            result[f"grpc_images_per_s_{clients}_clients"] = rate
         # The same with a batch of images per Embed call (how a bulk client calls it): the per-call
         # cost of Python gRPC on both ends is shared by the batch.
         for clients in (8, 32):

@@ -56,11 +56,14 @@ class Manifest:
         return int(self.data["embedding"]["dim"])
 
     @property
+    def encoder_sha256(self) -> str:
+        return self.data["files"].get("encoder", {}).get("sha256", "")
+
+    @property
     def embedding_space(self) -> str:
         """Which vectors this bundle's encoder makes: its file's checksum (whitening is baked in), so
         a new version that changes only the denoiser or decoder keeps the stores built with the last."""
-        digest = self.data["files"].get("encoder", {}).get("sha256", "")[:16]
-        return f"encoder sha256 {digest}"
+        return f"encoder sha256 {self.encoder_sha256[:16]}"
 
     @property
     def normalized(self) -> bool:

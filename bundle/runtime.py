@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from bundle.manifest import BundleError, Manifest
+from bundle.tiling import BORDER
 
 log = logging.getLogger(__name__)
 _warned_cpu = False
@@ -179,14 +180,11 @@ class Denoiser:
         overlap: int = 32,
         device: str = "auto",
         ensemble: int = 1,
-        border: int | None = None,
+        border: int = BORDER,
     ) -> Denoiser:
         """A denoiser from a bare ONNX file (benchmarks, tests); servers load bundles."""
-        from bundle.tiling import BORDER
-
         self = cls.__new__(cls)
-        tiling = {"max_tile": max_tile, "overlap": overlap}
-        tiling["border"] = BORDER if border is None else border
+        tiling = {"max_tile": max_tile, "overlap": overlap, "border": border}
         self._load(path, tiling, device, 0, ensemble)
         return self
 

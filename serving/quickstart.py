@@ -93,8 +93,7 @@ def run(bundle: Path, library: Path, out: Path, queries: int, k: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     # One store per encoder: a new bundle's vectors are not comparable with an old one's, and the
     # quickstart's store is its own scratch space (a server refuses a store of another encoder).
-    digest = load_manifest(bundle).data["files"]["encoder"]["sha256"][:12]
-    store = out / f"store-{digest}"
+    store = out / f"store-{load_manifest(bundle).encoder_sha256[:12]}"
     started = time.perf_counter()
     print(f"[1/5] model bundle: {bundle}")
     print(f"[2/5] indexing {library} into {store}")

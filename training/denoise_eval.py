@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from bundle.sources import iter_image_bytes
+from bundle.tiling import BORDER
 from training.image_metrics import ssim
 
 Method = Callable[[np.ndarray, float | None], np.ndarray]
@@ -90,13 +91,12 @@ def evaluate_method(
 
 
 def torch_method(
-    model: torch.nn.Module, max_tile: int = 512, overlap: int = 32, border: int | None = None
+    model: torch.nn.Module, max_tile: int = 512, overlap: int = 32, border: int = BORDER
 ) -> Method:
     """A PyTorch denoiser (``training.models.denoiser.Denoiser``) as an evaluation method, tiled,
     with the served default mirrored border (``bundle.tiling.BORDER``) unless told."""
-    from bundle.tiling import BORDER, apply_tiled
+    from bundle.tiling import apply_tiled
 
-    border = BORDER if border is None else border
     model = model.eval()
 
     def run(noisy: np.ndarray, sigma: float | None) -> np.ndarray:

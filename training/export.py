@@ -28,6 +28,7 @@ from torch import nn
 from bundle.manifest import write_manifest
 from bundle.preprocess import RESIZE_POLICY, encoder_input
 from bundle.sources import iter_image_bytes
+from bundle.tiling import BORDER
 from training.checkpoint import load_checkpoint
 from training.copy_edits import copy_edit
 from training.models.simclr import model_from_checkpoint
@@ -260,7 +261,7 @@ def export_bundle(
     whiten_images: int = WHITEN_IMAGES,
     progress: bool = True,
     whitening_method: str = "learned",
-    denoise_border: int = 0,
+    denoise_border: int = BORDER,
 ) -> dict[str, Any]:
     if whitening_method not in (*METHODS, "none"):
         raise ValueError(f"whitening must be one of {(*METHODS, 'none')}, got {whitening_method!r}")
@@ -376,17 +377,11 @@ def fit_library_whitening(
     def edit(data: bytes, rng: np.random.Generator) -> bytes:
         return copy_edit(data, size, rng)
 
-    pairs = sample_embeddings(
-        embed,
-        images,
-        count,
-        size,
-        mean,
-        std,
-        progress=progress,
-        edit=edit if method == "learned" else None,
+    learned = method == "learned"
+    sample = sample_embeddings(
+        embed, images, count, size, mean, std, progress=progress, edit=edit if learned else None
     )
-    h = pairs[:, 0] if method == "learned" else pairs
+    h, edited = (sample[:, 0], sample[:, 1]) if learned else (sample, None)
     needed = MIN_IMAGES_PER_DIM * h.shape[1]
     if len(h) < needed:
         log.warning(
@@ -398,7 +393,7 @@ def fit_library_whitening(
         )
         return None
     log.info("%s whitening fitted on %d library images", method, len(h))
-    return fit_whitening(h, pairs[:, 1] if method == "learned" else None)
+    return fit_whitening(h, edited)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -444,7 +439,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument(
         "--denoise-border",
         type=int,
-        default=0,
+        default=BORDER,
         help="px mirrored around images before denoising (bundle/tiling.py: +0.02-0.05 dB on "
         "large photos, a loss on small ones)",
     )

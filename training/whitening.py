@@ -50,16 +50,11 @@ class Whitening:
     projection: np.ndarray
     inverse: np.ndarray
     images: int
-
-    @property
-    def dim(self) -> int:
-        return int(self.mean.shape[0])
+    method: str = "pca"  # or "learned"
 
     def apply(self, h: np.ndarray) -> np.ndarray:
         """``(B, D)`` unit h -> ``(B, D)`` whitened, not normalised."""
         return (np.asarray(h, np.float64) - self.mean) @ self.projection
-
-    method: str = "pca"
 
     def describe(self) -> dict[str, float | int | str]:
         method = "PCA" if self.method == "pca" else "learned from edited-copy pairs"
