@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -104,6 +104,24 @@ def phash_hits(queries: np.ndarray, bank: np.ndarray, picks: np.ndarray) -> np.n
     return hits
 
 
+def save_misses(path: str, rows: list[tuple[str, bytes, bytes, bytes]]) -> None:
+    """A PNG with one row per miss: the edited query, its original, what came back first, the edit.
+
+    Why: a miss is not always an error. CIFAR-10's test split holds near-duplicate photos (the same
+    shot cropped or recoloured differently), and returning the other copy counts as a miss here;
+    the grid lets a person tell those from real failures.
+    """
+    cell, pad = 96, 4
+    grid = Image.new("RGB", (4 * (cell + pad), max(1, len(rows)) * (cell + pad)), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, (name, *images) in enumerate(rows):
+        draw.text((3 * (cell + pad) + pad, r * (cell + pad) + cell // 2), name, fill="black")
+        for c, data in enumerate(images):
+            tile = Image.open(io.BytesIO(data)).convert("RGB").resize((cell, cell), Image.NEAREST)
+            grid.paste(tile, (c * (cell + pad), r * (cell + pad)))
+    grid.save(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -113,6 +131,11 @@ def main() -> None:
         "--queries", type=int, default=10000, help="edited copies per edit (at most the index size)"
     )
     parser.add_argument("--int8", action="store_true", help="the bundle's INT8 encoder")
+    parser.add_argument(
+        "--misses-png",
+        default="",
+        help="save our misses as rows of (edited query, original, first result) to this PNG",
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     manifest = load_manifest(args.bundle)
@@ -133,11 +156,16 @@ def main() -> None:
         "phash": {},
     }
     print(f"indexed {len(payloads)} images; {queries} queries per edit")
+    misses_rows: list[tuple[str, bytes, bytes, bytes]] = []
     print(f"{'edit':<10} {'ours top-1 (misses)':>20} {'pHash top-1 (misses)':>21}")
     for name in EDITS:
         edited = [edit(payloads[i], name, rng) for i in picks]
         found = (embed(encoder, manifest, edited) @ bank.T).argmax(1)
         ours_hits = found == picks
+        misses_rows += [
+            (name, edited[q], payloads[picks[q]], payloads[found[q]])
+            for q in np.flatnonzero(~ours_hits)
+        ]
         phash_hit = phash_hits(phash_bytes(edited), hashes, picks)
         ours, phash = float(ours_hits.mean()), float(phash_hit.mean())
         result["ours"][name], result["phash"][name] = ours, phash
@@ -146,6 +174,9 @@ def main() -> None:
     result["ours_mean"] = float(np.mean(list(result["ours"].values())))
     result["phash_mean"] = float(np.mean(list(result["phash"].values())))
     print(f"{'mean':<10} {result['ours_mean']:>12.4f} {result['phash_mean']:>21.4f}")
+    if args.misses_png:
+        save_misses(args.misses_png, misses_rows)
+        print(f"our {len(misses_rows)} misses (query, original, first result): {args.misses_png}")
     emit(result)
 
 

@@ -28,7 +28,7 @@ from training.data.library import build_library
 from training.denoise_eval import evaluate_method, load_eval_set, torch_method
 from training.models.denoiser import Denoiser, init_from_encoder
 from training.models.simclr import model_from_checkpoint
-from training.noise import corrupt, dihedral
+from training.noise import corrupt, dihedral, mosaic, zoom
 from training.precision import PRECISIONS, autocast, resolve_precision, select_device
 from training.run_log import RunLog
 
@@ -79,6 +79,27 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--poisson-p", type=float, default=0.0)
     p.add_argument("--jpeg-p", type=float, default=0.0)
     p.add_argument(
+        "--zoom-p",
+        type=float,
+        default=0.0,
+        help="share of images replaced by an enlarged crop of themselves (smooth content; "
+        "see training/noise.py zoom)",
+    )
+    p.add_argument("--max-zoom", type=float, default=4.0)
+    p.add_argument(
+        "--clean-p",
+        type=float,
+        default=0.1,
+        help="share of training inputs shown without noise (a clean photo must come back as it was)",
+    )
+    p.add_argument(
+        "--mosaic",
+        type=int,
+        default=2,
+        help="train on N x N mosaics of library images, N * patch-size px (1: single images); "
+        "interior pixels far from any edge, see training/noise.py mosaic",
+    )
+    p.add_argument(
         "--eval", default="", help="clean images to evaluate on at the end (e.g. Kodak24)"
     )
     p.add_argument("--eval-sigma", type=float, default=25.0)
@@ -128,6 +149,10 @@ def train_denoiser(
     known_p: float = 0.5,
     poisson_p: float = 0.0,
     jpeg_p: float = 0.0,
+    zoom_p: float = 0.0,
+    max_zoom: float = 4.0,
+    mosaic_tiles: int = 2,
+    clean_p: float = 0.1,
     eval_source: str = "",
     eval_sigma: float = 25.0,
     eval_limit: int = 0,
@@ -158,6 +183,13 @@ def train_denoiser(
     model = model.to(device)
     model = model.to(memory_format=torch.channels_last)
     reader = BatchReader(library, min(batch_size, len(library)), seed)
+    if mosaic_tiles < 1 or mosaic_tiles**2 > reader.batch_size:
+        raise ValueError(
+            f"--mosaic {mosaic_tiles} needs {mosaic_tiles**2} images per batch, the batch holds "
+            f"{reader.batch_size}: use a smaller --mosaic or a larger batch/library"
+        )
+    if not 0 <= clean_p <= 1:
+        raise ValueError(f"--clean-p must be in [0, 1], got {clean_p}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     out = Path(out_dir)
     run_log = RunLog(out, tensorboard=False)
@@ -176,7 +208,9 @@ def train_denoiser(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(done, lr)
         clean = dihedral(reader.read(step).float().div_(255.0), generator)
-        noisy, sigma = corrupt(clean, generator, max_sigma, known_p, poisson_p, jpeg_p)
+        clean = mosaic(zoom(clean, generator, zoom_p, max_zoom)[0], mosaic_tiles)
+        noise_free = torch.rand(len(clean), generator=generator) < clean_p
+        noisy, sigma = corrupt(clean, generator, max_sigma, known_p, poisson_p, jpeg_p, noise_free)
         clean = clean.to(device, memory_format=torch.channels_last)
         noisy = noisy.to(device, memory_format=torch.channels_last)
         with autocast(device, precision):
@@ -216,6 +250,10 @@ def train_denoiser(
         "known_p": known_p,
         "poisson_p": poisson_p,
         "jpeg_p": jpeg_p,
+        "zoom_p": zoom_p,
+        "max_zoom": max_zoom,
+        "mosaic": mosaic_tiles,
+        "clean_p": clean_p,
         "data": str(data),
         "seed": seed,
     }
@@ -270,6 +308,10 @@ def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         args.known_p,
         args.poisson_p,
         args.jpeg_p,
+        args.zoom_p,
+        args.max_zoom,
+        args.mosaic,
+        args.clean_p,
         args.eval,
         args.eval_sigma,
         args.eval_limit,

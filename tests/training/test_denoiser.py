@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from bundle.tiling import apply_tiled, plan_tiles
 from training.models.denoiser import Denoiser, init_from_encoder
 from training.models.encoders import build_encoder
-from training.noise import corrupt, dihedral, gaussian
+from training.noise import corrupt, dihedral, gaussian, mosaic, zoom
 
 
 def _perturbed(widths=(8, 16, 32), seed: int = 0) -> Denoiser:
@@ -131,6 +131,43 @@ def test_noise_is_seeded_unclipped_and_labelled() -> None:
         corrupt(clean, torch.Generator(), known_p=2.0)
 
 
+def test_zoom_enlarges_crops_and_noise_free_inputs_come_back_unchanged() -> None:
+    """Enlarged crops are smoother than the thumbnails they come from; noise-free inputs stay clean."""
+    clean = torch.rand(200, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    out, zoomed = zoom(clean, torch.Generator().manual_seed(1), p=0.25, max_factor=4.0)
+    assert out.shape == clean.shape and out.min() >= 0 and out.max() <= 1
+    assert 0.15 < zoomed.float().mean() < 0.35
+    torch.testing.assert_close(out[~zoomed], clean[~zoomed])
+    roughness = (out[:, :, :, 1:] - out[:, :, :, :-1]).abs().flatten(1).mean(1)
+    assert roughness[zoomed].max() < roughness[~zoomed].min()
+    again, _ = zoom(clean, torch.Generator().manual_seed(1), p=0.25, max_factor=4.0)
+    torch.testing.assert_close(out, again)
+    noisy, shown = corrupt(out, torch.Generator().manual_seed(2), known_p=0.5, noise_free=zoomed)
+    torch.testing.assert_close(noisy[zoomed], out[zoomed])
+    assert set(shown[zoomed].tolist()) == {0.0, -1.0}
+    assert (noisy[~zoomed] - out[~zoomed]).abs().mean() > 0.01
+    assert zoom(clean, torch.Generator(), p=0.0)[0] is clean
+    with pytest.raises(ValueError, match="zoom p"):
+        zoom(clean, torch.Generator(), p=1.5)
+    with pytest.raises(ValueError, match="factor"):
+        zoom(clean, torch.Generator(), p=0.5, max_factor=0.5)
+
+
+def test_mosaic_lays_images_side_by_side() -> None:
+    images = torch.arange(9 * 3 * 2 * 2, dtype=torch.float32).view(9, 3, 2, 2)
+    tiled = mosaic(images, 2)
+    assert tiled.shape == (2, 3, 4, 4)  # 9 images: two 2x2 mosaics, one left over
+    torch.testing.assert_close(tiled[0, :, :2, :2], images[0])
+    torch.testing.assert_close(tiled[0, :, :2, 2:], images[1])
+    torch.testing.assert_close(tiled[0, :, 2:, :2], images[2])
+    torch.testing.assert_close(tiled[1, :, 2:, 2:], images[7])
+    assert mosaic(images, 1) is images
+    with pytest.raises(ValueError, match="at least 9"):
+        mosaic(images[:4], 3)
+    with pytest.raises(ValueError, match="tiles"):
+        mosaic(images, 0)
+
+
 def test_down_path_starts_from_a_compact_encoder() -> None:
     encoder = build_encoder("compact", width=8)
     model = Denoiser((8, 16, 32, 64))
@@ -159,12 +196,29 @@ def test_short_training_lowers_the_loss(image_library: Path, tmp_path: Path, los
         cache_dir=str(tmp_path / "cache"),
         progress=False,
         loss=loss,
+        mosaic_tiles=1,  # single images, every one noisy: the plainest loss curve
+        clean_p=0.0,
     )
     assert summary["final_loss"] < 0.8 * summary["first_loss"], summary
     model, state = load_denoiser(summary["denoiser"])
     assert state["config"]["widths"] == [8, 16, 32] and state["step"] == 80
     assert state["config"]["loss"] == loss
     assert model.widths == (8, 16, 32)
+    mosaics = train_denoiser(
+        str(image_library),
+        str(tmp_path / "mosaic"),
+        steps=3,
+        batch_size=8,
+        widths=(8, 16, 32),
+        device_name="cpu",
+        precision="fp32",
+        cache_dir=str(tmp_path / "cache"),
+        progress=False,
+        mosaic_tiles=2,
+    )
+    assert load_denoiser(mosaics["denoiser"])[1]["config"]["mosaic"] == 2
+    with pytest.raises(ValueError, match="--mosaic 3 needs 9 images per batch"):
+        train_denoiser(str(image_library), str(tmp_path / "bad"), batch_size=8, mosaic_tiles=3)
 
 
 def test_learning_rate_warms_up_then_decays_to_zero() -> None:
