@@ -1,8 +1,9 @@
 """``simclr train-denoiser``: learn noisy -> clean on the user's own images (Gaussian sigma 0-55).
 
 The library is decoded once to ``patch_size`` squares (the same cache as SimCLR training); each step
-takes a batch, applies one of the 8 flips/rotations, adds noise (``training.noise``) and minimises
-L1 between the denoised and the clean image. Blind and non-blind in one network: the noise level is
+takes a batch, applies one of the 8 flips/rotations, lays the images in 2x2 mosaics (``--mosaic``:
+pixels far from any edge, which thumbnails alone lack), adds noise to all but ``--clean-p`` of them
+(``training.noise``) and minimises L1 between the denoised and the clean image. Blind and non-blind in one network: the noise level is
 shown for half of the images (``--known-p``). ``--minutes`` sets a time budget: the
 learning-rate schedule (linear warm-up, cosine decay) follows the clock and ends with the budget. The evaluation sets (``--eval``, e.g. Kodak24) are for measuring only, never training.
 """
@@ -125,6 +126,14 @@ def build_denoiser(widths: tuple[int, ...], init: str, checkpoint: str) -> Denoi
     return denoiser
 
 
+def _check_mosaic(tiles: int, batch_size: int) -> None:
+    if tiles < 1 or tiles**2 > batch_size:
+        raise ValueError(
+            f"--mosaic {tiles} needs {tiles**2} images per batch, the batch holds {batch_size}: "
+            "use a smaller --mosaic or a larger batch/library"
+        )
+
+
 def learning_rate(progress: float, peak: float, warmup: float = 0.02) -> float:
     """Linear warm-up over the first ``warmup`` of the run, then cosine decay to 0 at ``progress`` 1."""
     if progress < warmup:
@@ -170,6 +179,9 @@ def train_denoiser(
     loss_fn = F.l1_loss if loss == "l1" else F.mse_loss
     torch.manual_seed(seed)
     device = select_device(device_name)
+    _check_mosaic(mosaic_tiles, batch_size)  # before the library is decoded
+    if not 0 <= clean_p <= 1:
+        raise ValueError(f"--clean-p must be in [0, 1], got {clean_p}")
     precision = resolve_precision(device, precision)
     library = build_library(data, patch_size, cache_dir, progress=progress)
     model = build_denoiser(widths, init, checkpoint)
@@ -183,13 +195,7 @@ def train_denoiser(
     model = model.to(device)
     model = model.to(memory_format=torch.channels_last)
     reader = BatchReader(library, min(batch_size, len(library)), seed)
-    if mosaic_tiles < 1 or mosaic_tiles**2 > reader.batch_size:
-        raise ValueError(
-            f"--mosaic {mosaic_tiles} needs {mosaic_tiles**2} images per batch, the batch holds "
-            f"{reader.batch_size}: use a smaller --mosaic or a larger batch/library"
-        )
-    if not 0 <= clean_p <= 1:
-        raise ValueError(f"--clean-p must be in [0, 1], got {clean_p}")
+    _check_mosaic(mosaic_tiles, reader.batch_size)  # again: a small library shrinks the batch
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     out = Path(out_dir)
     run_log = RunLog(out, tensorboard=False)
