@@ -1,10 +1,12 @@
 """Synthetic noise for training the denoiser on the user's own (clean) images.
 
-All functions take and return ``(B, 3, H, W)`` float tensors on the [0, 1] scale and use an explicit
-``torch.Generator`` so a seeded run draws the same noise. Noise is never clipped: the evaluation
+All functions take and return ``(B, 3, H, W)`` float tensors on the [0, 1] scale (``mosaic`` returns
+fewer, larger images) and use an explicit ``torch.Generator`` so a seeded run draws the same noise. Noise is never clipped: the evaluation
 protocol (FFDNet) feeds ``clean + N(0, sigma^2)`` unclipped, so training does too.
 
-* Zoom (augmentation): enlarged crops, shown noise-free: smooth clean photos stay as they are.
+* Mosaic (the default, 2x2): images side by side, so some pixels lie far from any edge.
+* Zoom (optional, off): enlarged crops, smooth content.
+* Noise-free inputs (``corrupt``'s ``noise_free``): a clean photo must come back as it was.
 * Gaussian (the main model): per-image sigma uniform in ``[0, max_sigma]`` on the 0-255 scale.
 * Poisson (optional): shot noise at a per-image peak photon count (fewer photons, more noise).
 * JPEG (optional): re-encode at a random quality with Pillow (compression artefacts as "noise").
@@ -33,8 +35,8 @@ def mosaic(clean: torch.Tensor, tiles: int) -> torch.Tensor:
 
     Why: on 32 px thumbnails every pixel is within 16 px of the zero-padded edge, so the network
     never learns how a pixel far from any edge behaves. Without noise it got that wrong: on clean
-    photos it left a ~16 px frame right and tinted everything inside it (CBSD68: 22-28 dB out of
-    a clean input). A mosaic gives interior pixels; its seams are just edges, in input and target
+    photos it left a ~16 px frame right and tinted everything inside it (``bench_denoise.py``:
+    clean CBSD68 in, 23.33 dB out). A mosaic gives interior pixels; its seams are just edges, in input and target
     alike. Leftover images (``B`` not a multiple of ``tiles**2``) are dropped.
     """
     if tiles < 1:
@@ -56,8 +58,8 @@ def zoom(
 
     Why: a library of thumbnails (CIFAR-10's 32 px) is textured at every pixel, so a denoiser trained
     only on it never sees a clean photo at camera resolution: smooth at the pixel scale, no noise.
-    The shipped network trained that way hallucinated "noise" there: a magenta cast of +13/-11/-6
-    levels on clean Kodak24 photos (27 dB out of a clean input), while a noise of sigma 2 was fine.
+    The shipped network trained that way tinted clean photos magenta (``bench_denoise.py``: clean
+    Kodak24 in, 26.77 dB out, a colour channel off by up to 15 levels).
     A zoomed crop (factor uniform in ``[1, max_factor]``) is smooth content of that kind. Measured:
     zooming 25% of the images for 40 min moved Kodak24 sigma 25 from 31.63 to 31.39 dB and did not
     cure the cast (the cause was the edge distance, see :func:`mosaic`), so it is off by default.
