@@ -27,6 +27,7 @@ from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data.batches import BatchReader
 from training.data.library import build_library
 from training.denoise_eval import evaluate_method, load_eval_set, torch_method
+from training.ema import WeightAverage
 from training.models.denoiser import Denoiser, init_from_encoder
 from training.models.simclr import model_from_checkpoint
 from training.noise import corrupt, dihedral, mosaic, zoom
@@ -92,6 +93,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         type=float,
         default=0.1,
         help="share of training inputs shown without noise (a clean photo must come back as it was)",
+    )
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="save an exponential moving average of the weights with this decay per step "
+        "(e.g. 0.999) instead of the last step's (0: off; see training/ema.py)",
     )
     p.add_argument(
         "--mosaic",
@@ -162,6 +170,7 @@ def train_denoiser(
     max_zoom: float = 4.0,
     mosaic_tiles: int = 2,
     clean_p: float = 0.1,
+    ema: float = 0.0,
     eval_source: str = "",
     eval_sigma: float = 25.0,
     eval_limit: int = 0,
@@ -182,6 +191,8 @@ def train_denoiser(
     _check_mosaic(mosaic_tiles, batch_size)  # before the library is decoded
     if not 0 <= clean_p <= 1:
         raise ValueError(f"--clean-p must be in [0, 1], got {clean_p}")
+    if not 0 <= ema < 1:
+        raise ValueError(f"--ema must be in [0, 1) (0: off), got {ema}")
     precision = resolve_precision(device, precision)
     library = build_library(data, patch_size, cache_dir, progress=progress)
     model = build_denoiser(widths, init, checkpoint)
@@ -197,6 +208,7 @@ def train_denoiser(
     reader = BatchReader(library, min(batch_size, len(library)), seed)
     _check_mosaic(mosaic_tiles, reader.batch_size)  # again: a small library shrinks the batch
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    average = WeightAverage(model, ema) if ema else None
     out = Path(out_dir)
     run_log = RunLog(out, tensorboard=False)
     generator = torch.Generator().manual_seed(seed)
@@ -224,6 +236,8 @@ def train_denoiser(
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         optimizer.step()
+        if average is not None:
+            average.update(model)
         losses.append(objective.item())
         if step % 50 == 0:
             elapsed = time.perf_counter() - started
@@ -240,6 +254,8 @@ def train_denoiser(
     bar.close()
     seconds = time.perf_counter() - started
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    if average is not None:  # save the average, not the last step's weights
+        model.load_state_dict(average.state_dict())
     config = {
         "widths": list(model.widths),
         "mean": model.mean.flatten().tolist(),
@@ -260,6 +276,7 @@ def train_denoiser(
         "max_zoom": max_zoom,
         "mosaic": mosaic_tiles,
         "clean_p": clean_p,
+        "ema": ema,
         "data": str(data),
         "seed": seed,
     }
@@ -318,6 +335,7 @@ def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         args.max_zoom,
         args.mosaic,
         args.clean_p,
+        args.ema,
         args.eval,
         args.eval_sigma,
         args.eval_limit,

@@ -215,10 +215,14 @@ def test_short_training_lowers_the_loss(image_library: Path, tmp_path: Path, los
         cache_dir=str(tmp_path / "cache"),
         progress=False,
         mosaic_tiles=2,
+        ema=0.9,
     )
-    assert load_denoiser(mosaics["denoiser"])[1]["config"]["mosaic"] == 2
+    config = load_denoiser(mosaics["denoiser"])[1]["config"]
+    assert config["mosaic"] == 2 and config["ema"] == 0.9
     with pytest.raises(ValueError, match="--mosaic 3 needs 9 images per batch"):
         train_denoiser(str(image_library), str(tmp_path / "bad"), batch_size=8, mosaic_tiles=3)
+    with pytest.raises(ValueError, match="--ema must be in"):
+        train_denoiser(str(image_library), str(tmp_path / "bad"), ema=1.0)
 
 
 def test_learning_rate_warms_up_then_decays_to_zero() -> None:
