@@ -205,7 +205,7 @@ def main() -> None:
                     row[name] = round(scores["psnr"], 3)
                     row[f"{name}_ssim"] = round(scores["ssim"], 4)
                     row[f"{name}_s"] = round(scores["seconds_per_image"], 3)
-                    if name.startswith("ours"):
+                    if name.startswith("ours") and cbm3d_count:
                         row[f"{name}_subset"] = round(
                             float(np.mean(scores["per_image"][:cbm3d_count])), 3
                         )
@@ -219,13 +219,18 @@ def main() -> None:
                     i = PUBLISHED_SIGMAS.index(int(sigma))
                     row.update({f"published_{k}": v[i] for k, v in PUBLISHED[set_name].items()})
                 rows.append(row)
+                against_cbm3d = (
+                    f" | on first {cbm3d_count}: ours {row['ours_known_subset']:6.2f}"
+                    f" x4 {row['ours_blind_x4_subset']:6.2f}"
+                    f" CBM3D {row['cbm3d_subset']:6.2f} ({row['cbm3d_s']:.1f} s)"
+                    if cbm3d_count
+                    else ""
+                )
                 print(
                     f"{set_name:8} sigma {sigma:4.0f} | noisy {row['noisy']:6.2f} | ours blind {row['ours_blind']:6.2f}"
                     f" known {row['ours_known']:6.2f} ({row['ours_known_s']:.2f} s)"
                     f" blind x4 {row['ours_blind_x4']:6.2f} ({row['ours_blind_x4_s']:.2f} s) | NLM {row['nlm']:6.2f}"
-                    f" ({row['nlm_s']:.2f} s) | on first {cbm3d_count}: ours {row.get('ours_known_subset', 0):6.2f}"
-                    f" x4 {row.get('ours_blind_x4_subset', 0):6.2f}"
-                    f" CBM3D {row.get('cbm3d_subset', float('nan')):6.2f} ({row.get('cbm3d_s', 0):.1f} s)"
+                    f" ({row['nlm_s']:.2f} s){against_cbm3d}"
                     f" | published CBM3D {row.get('published_CBM3D', '-')} FFDNet {row.get('published_FFDNet', '-')}",
                     flush=True,
                 )
@@ -244,12 +249,17 @@ def main() -> None:
             )
         results["peak_fp32_gflops"] = peak_gflops("fp32")
         s = results["speed"]
+        versus = (
+            f"CBM3D {s['cbm3d_seconds']:.2f} s -> {s['onnx_speedup_vs_cbm3d']:.1f}x"
+            f" (x4: {s['onnx_x4_speedup_vs_cbm3d']:.1f}x); "
+            if kodak_cbm3d
+            else "CBM3D not run (--cbm3d-limit 0); "
+        )
         print(
             f"speed at {size}x{size}: PyTorch {s['pytorch_seconds']:.3f} s ({s['pytorch_gflops']:.0f} GFLOP/s), "
             f"ONNX Runtime {s['onnxruntime_seconds']:.3f} s ({s['onnxruntime_gflops']:.0f} GFLOP/s), "
             f"{s['gflop_per_image']:.1f} GFLOP/image; x4 ensemble {s['onnxruntime_x4_seconds']:.3f} s; "
-            f"CBM3D {s.get('cbm3d_seconds', float('nan')):.2f} s -> {s.get('onnx_speedup_vs_cbm3d', float('nan')):.1f}x"
-            f" (x4: {s.get('onnx_x4_speedup_vs_cbm3d', float('nan')):.1f}x); fp32 peak {results['peak_fp32_gflops']:.0f} GFLOP/s"
+            f"{versus}fp32 peak {results['peak_fp32_gflops']:.0f} GFLOP/s"
         )
     emit(results)
 
