@@ -4,7 +4,8 @@ Figures:
   * embeddings/s through gRPC (one image per Embed call) with 1, 8 and 32 concurrent clients,
     against in-process ONNX Runtime on the same model and images (decode + batch-32 inference),
     measured before and after the gRPC runs (the machine's speed drifts) and averaged;
-    and with 16 images per call (a bulk client) at 8 and 32 clients;
+    the same with one image per message on an open EmbedStream call per client; and with 16
+    images per Embed call (a bulk client) at 8 and 32 clients;
   * p50/p99 latency of Embed and Search at a fixed request rate;
   * Search queries/s with 100,000 indexed items (8 concurrent clients, query by vector);
   * ``simclr index`` images/s end to end on a folder against model-only images/s;
@@ -122,6 +123,27 @@ async def grpc_rate(
     return await closed_loop(address, clients, seconds, embed)
 
 
+async def grpc_stream_rate(
+    address: str, images: list[bytes], clients: int, seconds: float
+) -> float:
+    """Images/s with one image per message, each client sending on one open EmbedStream call."""
+    count = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(offset: int) -> None:
+        nonlocal count
+        async with AsyncClient(address) as client, client.embed_stream() as stream:
+            i = offset
+            while time.perf_counter() < stop:
+                await stream.embed([images[i % len(images)]])
+                count += 1
+                i += clients
+
+    tick = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(clients)))
+    return count / (time.perf_counter() - tick)
+
+
 async def latency(
     address: str, call: str, payloads: list, rate: float, seconds: float
 ) -> dict[str, float]:
@@ -213,6 +235,11 @@ def main() -> None:
             rate = asyncio.run(grpc_rate(address, images, clients, seconds))
             rates[f"{clients:2d} concurrent clients"] = rate
             result[f"grpc_images_per_s_{clients}_clients"] = rate
+        # One image per message on an open EmbedStream per client: no per-call set-up.
+        for clients in (1, 8, 32):
+            rate = asyncio.run(grpc_stream_rate(address, images, clients, seconds))
+            rates[f"{clients:2d} clients, EmbedStream"] = rate
+            result[f"grpc_stream_images_per_s_{clients}_clients"] = rate
         # The same with a batch of images per Embed call (how a bulk client calls it): the per-call
         # cost of Python gRPC on both ends is shared by the batch.
         for clients in (8, 32):
@@ -229,6 +256,9 @@ def main() -> None:
         result["in_process_images_per_s"] = inproc
         result["in_process_before_after"] = [inproc_before, inproc_after]
         result["grpc_vs_in_process_32"] = result["grpc_images_per_s_32_clients"] / inproc
+        result["grpc_vs_in_process_32_stream"] = (
+            result["grpc_stream_images_per_s_32_clients"] / inproc
+        )
         result["grpc_vs_in_process_32_batched"] = (
             result["grpc_images_per_s_32_clients_16_per_call"] / inproc
         )

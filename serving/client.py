@@ -75,6 +75,14 @@ def _index_request(collection: str, item: tuple[str, bytes, str, dict]) -> pb.In
     )
 
 
+def _embed_request(images: list[bytes]) -> pb.EmbedRequest:
+    return pb.EmbedRequest(images=[pb.Image(data=d) for d in images])
+
+
+def _vectors(response: pb.EmbedResponse) -> np.ndarray:
+    return np.array([e.values for e in response.embeddings], dtype=np.float32)
+
+
 def _channel_args(token: str | None) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {token}")] if token else []
 
@@ -112,10 +120,15 @@ class Client:
         return method(request, timeout=self.timeout, metadata=self.metadata)
 
     def embed(self, images: list[bytes]) -> np.ndarray:
-        response = self._call(
-            self.stub.Embed, pb.EmbedRequest(images=[pb.Image(data=d) for d in images])
+        return _vectors(self._call(self.stub.Embed, _embed_request(images)))
+
+    def embed_stream(self, requests: Iterable[list[bytes]]) -> Iterator[np.ndarray]:
+        """One ``EmbedStream`` call: ``(n, D)`` embeddings per list of images, in order, as they come."""
+        call = self.stub.EmbedStream(
+            (_embed_request(images) for images in requests), metadata=self.metadata
         )
-        return np.array([e.values for e in response.embeddings], dtype=np.float32)
+        for response in call:
+            yield _vectors(response)
 
     def search(
         self,
@@ -210,11 +223,13 @@ class AsyncClient:
 
     async def embed(self, images: list[bytes], timeout: float | None = None) -> np.ndarray:
         response = await self.stub.Embed(
-            pb.EmbedRequest(images=[pb.Image(data=d) for d in images]),
-            timeout=timeout or self.timeout,
-            metadata=self.metadata,
+            _embed_request(images), timeout=timeout or self.timeout, metadata=self.metadata
         )
-        return np.array([e.values for e in response.embeddings], dtype=np.float32)
+        return _vectors(response)
+
+    def embed_stream(self, timeout: float | None = None) -> EmbedStream:
+        """Open an ``EmbedStream`` call (``timeout`` covers the whole stream; default none)."""
+        return EmbedStream(self.stub.EmbedStream(timeout=timeout, metadata=self.metadata))
 
     async def search(
         self,
@@ -261,3 +276,31 @@ class AsyncClient:
         )
         async for result in call:
             yield result
+
+
+class EmbedStream:
+    """An open ``EmbedStream`` call: ``await stream.embed(images)`` as often as needed, then
+    ``await stream.close()`` (or ``async with``). One request at a time per stream; a server error
+    raises ``grpc.aio.AioRpcError`` with its status code, and ends the stream."""
+
+    def __init__(self, call) -> None:
+        self._call = call
+
+    async def __aenter__(self) -> EmbedStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def embed(self, images: list[bytes]) -> np.ndarray:
+        await self._call.write(_embed_request(images))
+        response = await self._call.read()
+        if response is grpc.aio.EOF:  # an error status raises in read(); this is a clean end
+            raise RuntimeError("the server ended the EmbedStream call without answering")
+        return _vectors(response)
+
+    async def close(self) -> None:
+        if not self._call.done():
+            await self._call.done_writing()
+            while await self._call.read() is not grpc.aio.EOF:
+                pass

@@ -23,25 +23,32 @@ from serving.errors import BadRequest, status_for
 log = logging.getLogger(__name__)
 
 
+async def _require_ready(service: SearchService, context: grpc.aio.ServicerContext) -> None:
+    if not service.ready:
+        await context.abort(
+            grpc.StatusCode.UNAVAILABLE, "the server is starting or shutting down; retry"
+        )
+
+
+async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, name: str) -> None:
+    """End the call with the status code ``errors.status_for`` maps ``exc`` to (INTERNAL if none)."""
+    if isinstance(exc, grpc.aio.AbortError | grpc.RpcError):
+        raise exc
+    code = status_for(exc)
+    if code is None:
+        log.exception("unexpected error in %s", name)
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {name}; see server log")
+    await context.abort(code, str(exc))
+
+
 def _rpc(method):
     @functools.wraps(method)
     async def wrapper(self, request, context: grpc.aio.ServicerContext):
-        if not self.service.ready:
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, "the server is starting or shutting down; retry"
-            )
+        await _require_ready(self.service, context)
         try:
             return await method(self, request, context)
         except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError | grpc.RpcError):
-                raise
-            code = status_for(exc)
-            if code is None:
-                log.exception("unexpected error in %s", method.__name__)
-                await context.abort(
-                    grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see server log"
-                )
-            await context.abort(code, str(exc))
+            await _abort_for(exc, context, method.__name__)
 
     return wrapper
 
@@ -69,14 +76,25 @@ class ImageSearchServicer(pb_grpc.ImageSearchServicer):
     def __init__(self, service: SearchService) -> None:
         self.service = service
 
-    @_rpc
-    async def Embed(self, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
+    async def _embed(self, request: pb.EmbedRequest) -> pb.EmbedResponse:
         vectors = await self.service.embed([image.data for image in request.images])
         model = self.service.manifest.data["model"]
         return pb.EmbedResponse(
             embeddings=[pb.Embedding(values=v.tolist()) for v in vectors],
             model=f"{model['name']}:{model['version']}",
         )
+
+    @_rpc
+    async def Embed(self, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
+        return await self._embed(request)
+
+    async def EmbedStream(self, request_iterator, context):
+        await _require_ready(self.service, context)
+        try:
+            async for request in request_iterator:
+                yield await self._embed(request)
+        except Exception as exc:
+            await _abort_for(exc, context, "EmbedStream")
 
     @_rpc
     async def Denoise(self, request: pb.DenoiseRequest, context) -> pb.DenoiseResponse:
@@ -150,10 +168,7 @@ class ImageSearchServicer(pb_grpc.ImageSearchServicer):
         )
 
     async def IndexImages(self, request_iterator, context):
-        if not self.service.ready:
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, "the server is starting or shutting down; retry"
-            )
+        await _require_ready(self.service, context)
         statuses = {
             "indexed": pb.IndexImagesResult.INDEXED,
             "duplicate": pb.IndexImagesResult.SKIPPED_DUPLICATE,
@@ -177,15 +192,7 @@ class ImageSearchServicer(pb_grpc.ImageSearchServicer):
                         id=outcome.id, status=statuses[outcome.status], error=outcome.error
                     )
         except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError | grpc.RpcError):
-                raise
-            code = status_for(exc)
-            if code is None:
-                log.exception("unexpected error in IndexImages")
-                await context.abort(
-                    grpc.StatusCode.INTERNAL, "internal error in IndexImages; see server log"
-                )
-            await context.abort(code, str(exc))
+            await _abort_for(exc, context, "IndexImages")
 
     @_rpc
     async def GetInfo(self, request: pb.GetInfoRequest, context) -> pb.GetInfoResponse:

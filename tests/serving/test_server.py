@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import threading
@@ -17,7 +18,7 @@ from PIL import Image
 from bundle.sources import iter_image_bytes
 from protos.simclr.v1 import search_pb2 as pb
 from protos.simclr.v1 import search_pb2_grpc as pb_grpc
-from serving.client import Client
+from serving.client import AsyncClient, Client
 from serving.server import ServerOptions, create_server, start_server
 from tests.serving.conftest import make_config
 
@@ -182,6 +183,41 @@ def test_bad_requests_get_the_right_codes(server, tiny_bundle) -> None:
             assert info.value.code() == expected, name
             assert info.value.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL)
         assert client.delete(["nope", "known"], ignore_missing=True) == 1
+
+
+def test_embed_stream_answers_each_request_in_order_and_a_bad_one_ends_it(
+    server, tiny_bundle
+) -> None:
+    _, address = server
+    _, library = tiny_bundle
+    images = _images(library)[:6]
+    with Client(address) as client:
+        expected = client.embed(images)
+        requests = [images[:1], images[1:4], images[4:6]]
+        got = list(client.embed_stream(iter(requests)))
+        assert [g.shape for g in got] == [(1, 64), (3, 64), (2, 64)]
+        np.testing.assert_allclose(np.concatenate(got), expected, atol=1e-5)
+        answered: list[np.ndarray] = []
+        with pytest.raises(grpc.RpcError) as info:
+            for vectors in client.embed_stream(iter([images[:1], [b"not an image"], images[:1]])):
+                answered.append(vectors)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "image" in info.value.details() and len(answered) == 1
+
+    async def run_async() -> tuple[np.ndarray, grpc.StatusCode]:
+        async with AsyncClient(address) as aclient:
+            async with aclient.embed_stream() as stream:
+                first = await stream.embed(images[:2])
+                second = await stream.embed(images[2:3])
+            bad = aclient.embed_stream()
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await bad.embed([b""])
+            await bad.close()  # closing a failed stream is harmless
+            return np.concatenate([first, second]), failed.value.code()
+
+    vectors, code = asyncio.run(run_async())
+    np.testing.assert_allclose(vectors, expected[:3], atol=1e-5)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_deadline_exceeded(server, tiny_bundle) -> None:

@@ -39,6 +39,11 @@ class ImageSearchStub:
                 request_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.EmbedStream = channel.stream_stream(
+                '/simclr.v1.ImageSearch/EmbedStream',
+                request_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.EmbedResponse.FromString,
+                _registered_method=True)
         self.Denoise = channel.unary_unary(
                 '/simclr.v1.ImageSearch/Denoise',
                 request_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.DenoiseRequest.SerializeToString,
@@ -86,6 +91,16 @@ class ImageSearchServicer:
 
     def Embed(self, request, context):
         """Embed a batch of images.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EmbedStream(self, request_iterator, context):
+        """Embed a stream of requests over one call: one EmbedResponse per EmbedRequest, in order.
+        Cheaper per image than a unary Embed each (no per-call set-up), for clients that send images
+        one at a time. Each stream embeds one request at a time (open several streams for
+        concurrency); the first bad request ends the stream with its status code and message.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -155,6 +170,11 @@ def add_ImageSearchServicer_to_server(servicer, server):
                     request_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.EmbedRequest.FromString,
                     response_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.EmbedResponse.SerializeToString,
             ),
+            'EmbedStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.EmbedStream,
+                    request_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.EmbedRequest.FromString,
+                    response_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.EmbedResponse.SerializeToString,
+            ),
             'Denoise': grpc.unary_unary_rpc_method_handler(
                     servicer.Denoise,
                     request_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.DenoiseRequest.FromString,
@@ -221,6 +241,33 @@ class ImageSearch:
             request,
             target,
             '/simclr.v1.ImageSearch/Embed',
+            protos_dot_simclr_dot_v1_dot_search__pb2.EmbedRequest.SerializeToString,
+            protos_dot_simclr_dot_v1_dot_search__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/simclr.v1.ImageSearch/EmbedStream',
             protos_dot_simclr_dot_v1_dot_search__pb2.EmbedRequest.SerializeToString,
             protos_dot_simclr_dot_v1_dot_search__pb2.EmbedResponse.FromString,
             options,
