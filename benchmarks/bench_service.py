@@ -4,7 +4,8 @@ Figures:
   * embeddings/s through gRPC (one image per Embed call) with 1, 8 and 32 concurrent clients,
     against in-process ONNX Runtime on the same model and images (decode + batch-32 inference),
     measured before and after the gRPC runs (the machine's speed drifts) and averaged;
-    the same with one image per message on an open EmbedStream call per client; and with 16
+    the same with one image per message on an open EmbedStream call per client (and one client
+    keeping 32 such requests in flight on its stream); and with 16
     images per Embed call (a bulk client) at 8 and 32 clients;
   * p50/p99 latency of Embed and Search at a fixed request rate;
   * Search queries/s with 100,000 indexed items (8 concurrent clients, query by vector);
@@ -144,6 +145,38 @@ async def grpc_stream_rate(
     return count / (time.perf_counter() - tick)
 
 
+async def grpc_stream_ahead_rate(
+    address: str, images: list[bytes], seconds: float, ahead: int = 32
+) -> float:
+    """Images/s from one client on one EmbedStream that keeps ``ahead`` one-image requests in
+    flight (one task sends, another receives)."""
+    received = 0
+    stop = time.perf_counter() + seconds
+    room = asyncio.Semaphore(ahead)
+    sent: asyncio.Queue[bool] = asyncio.Queue()  # one True per request sent, False at the end
+    async with AsyncClient(address) as client, client.embed_stream() as stream:
+
+        async def send() -> None:
+            i = 0
+            while time.perf_counter() < stop:
+                await room.acquire()
+                await stream.send([images[i % len(images)]])
+                sent.put_nowait(True)
+                i += 1
+            sent.put_nowait(False)
+
+        async def receive() -> None:
+            nonlocal received
+            while await sent.get():
+                await stream.receive()
+                received += 1
+                room.release()
+
+        tick = time.perf_counter()
+        await asyncio.gather(send(), receive())
+        return received / (time.perf_counter() - tick)
+
+
 async def latency(
     address: str, call: str, payloads: list, rate: float, seconds: float
 ) -> dict[str, float]:
@@ -240,6 +273,9 @@ def main() -> None:
             rate = asyncio.run(grpc_stream_rate(address, images, clients, seconds))
             rates[f"{clients:2d} clients, EmbedStream"] = rate
             result[f"grpc_stream_images_per_s_{clients}_clients"] = rate
+        rate = asyncio.run(grpc_stream_ahead_rate(address, images, seconds))
+        rates[" 1 client, EmbedStream, 32 requests in flight"] = rate
+        result["grpc_stream_images_per_s_1_client_32_ahead"] = rate
         # The same with a batch of images per Embed call (how a bulk client calls it): the per-call
         # cost of Python gRPC on both ends is shared by the batch.
         for clients in (8, 32):

@@ -280,8 +280,10 @@ class AsyncClient:
 
 class EmbedStream:
     """An open ``EmbedStream`` call: ``await stream.embed(images)`` as often as needed, then
-    ``await stream.close()`` (or ``async with``). One request at a time per stream; a server error
-    raises ``grpc.aio.AioRpcError`` with its status code, and ends the stream."""
+    ``await stream.close()`` (or ``async with``). To have several requests in flight on one stream
+    (the server embeds up to 32 at once, batched together), ``send`` ahead from one task and
+    ``receive`` the answers, in order, from another. A server error raises
+    ``grpc.aio.AioRpcError`` with its status code, and ends the stream."""
 
     def __init__(self, call) -> None:
         self._call = call
@@ -293,7 +295,14 @@ class EmbedStream:
         await self.close()
 
     async def embed(self, images: list[bytes]) -> np.ndarray:
+        await self.send(images)
+        return await self.receive()
+
+    async def send(self, images: list[bytes]) -> None:
         await self._call.write(_embed_request(images))
+
+    async def receive(self) -> np.ndarray:
+        """The answer to the oldest request not yet received: ``(n, D)``."""
         response = await self._call.read()
         if response is grpc.aio.EOF:  # an error status raises in read(); this is a clean end
             raise RuntimeError("the server ended the EmbedStream call without answering")

@@ -7,6 +7,7 @@ with a short message; a deadline the client set is passed to the core as a cance
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -21,6 +22,7 @@ from serving.core import SearchService, UpsertInput, parse_metadata
 from serving.errors import BadRequest, status_for
 
 log = logging.getLogger(__name__)
+STREAM_WINDOW = 32  # requests of one EmbedStream call embedded at once
 
 
 async def _require_ready(service: SearchService, context: grpc.aio.ServicerContext) -> None:
@@ -89,12 +91,42 @@ class ImageSearchServicer(pb_grpc.ImageSearchServicer):
         return await self._embed(request)
 
     async def EmbedStream(self, request_iterator, context):
+        """Up to ``STREAM_WINDOW`` requests of one stream are embedded at once, so a client that
+        writes ahead has them batched together (one that waits for each answer has one in flight);
+        answers go out in request order. The first failure ends the stream with its code."""
         await _require_ready(self.service, context)
+        window = asyncio.Semaphore(STREAM_WINDOW)
+        answers: asyncio.Queue[asyncio.Future | None] = asyncio.Queue()  # the semaphore bounds it
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await window.acquire()
+                    answers.put_nowait(asyncio.ensure_future(self._embed(request)))
+            finally:
+                answers.put_nowait(None)  # never blocks: the queue is unbounded
+
+        reader = asyncio.ensure_future(read())
         try:
-            async for request in request_iterator:
-                yield await self._embed(request)
+            while (answer := await answers.get()) is not None:
+                try:
+                    response = await answer
+                finally:
+                    window.release()
+                yield response
+            await reader  # raises what reading the stream raised
         except Exception as exc:
             await _abort_for(exc, context, "EmbedStream")
+        finally:
+            reader.cancel()
+            while not answers.empty():
+                left = answers.get_nowait()
+                if left is None:
+                    continue
+                if not left.done():
+                    left.cancel()
+                elif not left.cancelled():
+                    left.exception()  # finished: retrieve its error (if any), or asyncio logs it
 
     @_rpc
     async def Denoise(self, request: pb.DenoiseRequest, context) -> pb.DenoiseResponse:

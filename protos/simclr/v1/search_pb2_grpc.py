@@ -99,8 +99,9 @@ class ImageSearchServicer:
     def EmbedStream(self, request_iterator, context):
         """Embed a stream of requests over one call: one EmbedResponse per EmbedRequest, in order.
         Cheaper per image than a unary Embed each (no per-call set-up), for clients that send images
-        one at a time. Each stream embeds one request at a time (open several streams for
-        concurrency); the first bad request ends the stream with its status code and message.
+        one at a time. A client may write ahead: up to 32 requests of one stream are embedded at
+        once (batched together), answers come back in request order. The first bad request ends the
+        stream with its status code and message.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
