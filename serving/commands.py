@@ -88,12 +88,25 @@ def embed_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
+EMBED_CHUNK = 32  # images per request on the stream
+
+
 @_grpc_errors
 def embed_main(args, argv=None) -> int:
+    """Any number of images: requests of ``EMBED_CHUNK`` on one ``EmbedStream`` call, files read as
+    the stream goes and lines printed as answers come."""
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing:
+        print(f"simclr: no such file: {', '.join(missing[:5])}", file=sys.stderr)
+        return 2
+    chunks = [args.images[i : i + EMBED_CHUNK] for i in range(0, len(args.images), EMBED_CHUNK)]
+    requests = ([Path(p).read_bytes() for p in chunk] for chunk in chunks)
     with _client(args) as client:
-        vectors = client.embed([Path(p).read_bytes() for p in args.images])
-    for path, vector in zip(args.images, vectors, strict=True):
-        print(json.dumps({"image": path, "embedding": [round(float(v), 6) for v in vector]}))
+        for chunk, vectors in zip(chunks, client.embed_stream(requests), strict=True):
+            for path, vector in zip(chunk, vectors, strict=True):
+                print(
+                    json.dumps({"image": path, "embedding": [round(float(v), 6) for v in vector]})
+                )
     return 0
 
 

@@ -86,6 +86,24 @@ def test_remote_index_and_cli_search(server, tiny_bundle, tmp_path: Path) -> Non
         timeout=120,
     )
     assert len(json.loads(proc.stdout)["embedding"]) == 64
+
+
+def test_cli_embed_streams_any_number_of_images(server, tiny_bundle, capsys) -> None:
+    from serving.commands import EMBED_CHUNK, embed_main, embed_parser
+
+    _, address = server
+    _, library = tiny_bundle
+    files = sorted(str(p) for p in library.rglob("*") if p.is_file())
+    paths = files[: EMBED_CHUNK + 5]  # two requests
+    assert len(paths) == EMBED_CHUNK + 5
+    assert embed_main(embed_parser().parse_args([*paths, "--server", address])) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["image"] for line in lines] == paths
+    with Client(address) as client:
+        expected = client.embed([Path(paths[-1]).read_bytes()])[0]
+    np.testing.assert_allclose(lines[-1]["embedding"], expected, atol=1e-5)
+    missing = embed_parser().parse_args([paths[0], "nope.png", "--server", address])
+    assert embed_main(missing) == 2 and "nope.png" in capsys.readouterr().err
     proc = subprocess.run(
         [sys.executable, "-m", "cli.main", "search", "--id", "nope", "--server", address],
         capture_output=True,
