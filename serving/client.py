@@ -122,10 +122,15 @@ class Client:
     def embed(self, images: list[bytes]) -> np.ndarray:
         return _vectors(self._call(self.stub.Embed, _embed_request(images)))
 
-    def embed_stream(self, requests: Iterable[list[bytes]]) -> Iterator[np.ndarray]:
-        """One ``EmbedStream`` call: ``(n, D)`` embeddings per list of images, in order, as they come."""
+    def embed_stream(
+        self, requests: Iterable[list[bytes]], timeout: float | None = None
+    ) -> Iterator[np.ndarray]:
+        """One ``EmbedStream`` call: ``(n, D)`` embeddings per list of images, in order, as they
+        come (``timeout`` covers the whole stream; default none)."""
         call = self.stub.EmbedStream(
-            (_embed_request(images) for images in requests), metadata=self.metadata
+            (_embed_request(images) for images in requests),
+            timeout=timeout,
+            metadata=self.metadata,
         )
         for response in call:
             yield _vectors(response)

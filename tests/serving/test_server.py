@@ -230,6 +230,8 @@ def test_deadline_exceeded(server, tiny_bundle) -> None:
     images = _images(library) * 5
     with Client(address, timeout=0.001) as client:
         assert _code(lambda: client.embed(images)) == grpc.StatusCode.DEADLINE_EXCEEDED
+        stream = client.embed_stream(iter([images] * 50), timeout=0.05)
+        assert _code(lambda: list(stream)) == grpc.StatusCode.DEADLINE_EXCEEDED
     with Client(address) as client:  # the server is fine afterwards
         assert client.embed(images[:1]).shape == (1, 64)
 
