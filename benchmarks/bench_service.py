@@ -5,8 +5,8 @@ Figures:
     against in-process ONNX Runtime on the same model and images (decode + batch-32 inference),
     measured before and after the gRPC runs (the machine's speed drifts) and averaged;
     the same with one image per message on an open EmbedStream call per client (and one client
-    keeping 32 such requests in flight on its stream); and with 16
-    images per Embed call (a bulk client) at 8 and 32 clients;
+    keeping 32 such requests in flight on its stream); and with 16 images per Embed call (a bulk
+    client) at 8 and 32 clients;
   * p50/p99 latency of Embed and Search at a fixed request rate;
   * Search queries/s with 100,000 indexed items (8 concurrent clients, query by vector);
   * ``simclr index`` images/s end to end on a folder against model-only images/s;
