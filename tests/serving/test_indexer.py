@@ -86,6 +86,14 @@ def test_remote_index_and_cli_search(server, tiny_bundle, tmp_path: Path) -> Non
         timeout=120,
     )
     assert len(json.loads(proc.stdout)["embedding"]) == 64
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", "search", "--id", "nope", "--server", address],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "NOT_FOUND" in proc.stderr
 
 
 def test_cli_embed_streams_any_number_of_images(server, tiny_bundle, capsys) -> None:
@@ -104,11 +112,3 @@ def test_cli_embed_streams_any_number_of_images(server, tiny_bundle, capsys) -> 
     np.testing.assert_allclose(lines[-1]["embedding"], expected, atol=1e-5)
     missing = embed_parser().parse_args([paths[0], "nope.png", "--server", address])
     assert embed_main(missing) == 2 and "nope.png" in capsys.readouterr().err
-    proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", "search", "--id", "nope", "--server", address],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert proc.returncode == 1 and "NOT_FOUND" in proc.stderr

@@ -209,7 +209,7 @@ def test_embed_stream_answers_each_request_in_order_and_a_bad_one_ends_it(
             async with aclient.embed_stream() as stream:
                 first = await stream.embed(images[:2])
                 second = await stream.embed(images[2:3])
-                for image in images:  # written ahead: in flight together, answered in order
+                for image in images:  # all written before any is read: answered in order
                     await stream.send([image])
                 ahead = [await stream.receive() for _ in images]
             np.testing.assert_allclose(np.concatenate(ahead), expected, atol=1e-5)
