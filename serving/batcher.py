@@ -35,7 +35,7 @@ class MicroBatcher:
     """Batch ``fn`` over concurrent calls: ``await batcher(rows (n, ...)) -> outputs (n, ...)``.
 
     Args:
-        fn: the model: ``(B, ...) float32 -> (B, ...)``; called from one worker thread.
+        fn: the model: ``(B, ...) -> (B, ...)``; called from the worker threads.
         max_batch: most rows per call of ``fn``.
         max_wait_ms: how long the first request of a batch waits for company.
         on_batch: optional callback with each batch size (metrics).
@@ -86,7 +86,7 @@ class MicroBatcher:
         if len(rows) == 0:
             return np.empty((0,), dtype=np.float32)
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(rows, future))
+        self._queue.put_nowait(_Pending(rows, future))  # unbounded: never blocks
         return await future
 
     def _drain(self, batch: list[_Pending], size: int) -> int:

@@ -151,7 +151,7 @@ class SearchService:
                 ),
             )
         self.batcher = MicroBatcher(
-            self.encoder,
+            self._encode_pixels,
             self.config.max_batch,
             self.config.max_wait_ms,
             self._on_batch,
@@ -245,9 +245,14 @@ class SearchService:
         )
         return [result for part in parts for result in part]
 
+    def _encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """``(B, S, S, 3)`` uint8 -> ``(B, D)``, in the batcher's thread: normalising there, once per
+        batch, keeps ~15 us per image off the event loop, which serves every call's messages."""
+        return self.encoder(normalize(pixels, self.manifest.mean, self.manifest.std))
+
     async def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        batch = normalize(pixels, self.manifest.mean, self.manifest.std)
-        return await self.batcher(batch)
+        """``(n, S, S, 3)`` uint8 -> ``(n, D)`` embeddings through the micro-batcher."""
+        return await self.batcher(pixels)
 
     async def embed(self, images: list[bytes]) -> np.ndarray:
         return await self.embed_pixels(await self.decode(images))

@@ -82,7 +82,7 @@ class ImageSearchServicer(pb_grpc.ImageSearchServicer):
         vectors = await self.service.embed([image.data for image in request.images])
         model = self.service.manifest.data["model"]
         return pb.EmbedResponse(
-            embeddings=[pb.Embedding(values=v.tolist()) for v in vectors],
+            embeddings=[pb.Embedding(values=row) for row in vectors.tolist()],
             model=f"{model['name']}:{model['version']}",
         )
 
