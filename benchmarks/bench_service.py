@@ -10,7 +10,10 @@ Figures:
   * p50/p99 latency of Embed and Search at a fixed request rate;
   * Search queries/s with 100,000 indexed items (8 concurrent clients, query by vector);
   * ``simclr index`` images/s end to end on a folder against model-only images/s;
-  * the server's resident memory.
+  * the server's resident memory;
+  * for each gRPC throughput run, the share of its time the encoder was busy (the server's
+    ``simclr_encoder_busy_seconds_total`` metric, scraped before and after): where it is well under
+    1, the encoder waited on the event loop between batches.
 
     python benchmarks/bench_service.py --bundle models/compact-cifar10
     python benchmarks/bench_service.py --bundle models/compact-cifar10 --quick
@@ -20,12 +23,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +58,28 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def encoder_busy_seconds(metrics_port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read()
+    match = re.search(rb"^simclr_encoder_busy_seconds_total (\S+)$", text, re.M)
+    if match is None:
+        raise RuntimeError("the server's metrics have no simclr_encoder_busy_seconds_total")
+    return float(match.group(1))
+
+
+def busy_share(metrics_port: int, run) -> tuple[float, float]:
+    """``run()``'s result and the share of its wall time the server's encoder was busy."""
+    busy, tick = encoder_busy_seconds(metrics_port), time.perf_counter()
+    result = run()
+    wall = time.perf_counter() - tick
+    return result, (encoder_busy_seconds(metrics_port) - busy) / wall
 
 
 def in_process_rate(bundle: Path, images: list[bytes], seconds: float) -> float:
@@ -252,43 +280,63 @@ def main() -> None:
     print(f"in-process ONNX Runtime (decode + batch 32), before: {inproc_before:.0f} images/s")
     n_vectors = 10_000 if args.quick else 100_000
     fill_vectors(work / "store", manifest.embedding_dim, n_vectors)
+    metrics_port = free_port()
     proc, address = start_server(
         bundle,
         work / "store",
         "--max-concurrent",
         "256",
+        "--metrics-port",
+        str(metrics_port),
         "--ort-threads",
         args.ort_threads,
         "--encoder-streams",
         args.encoder_streams,
     )
     try:
-        rates = {}
+        rates, busy = {}, {}
+
+        def measure(name: str, key: str, coroutine) -> None:
+            rates[name], busy[name] = busy_share(metrics_port, lambda: asyncio.run(coroutine))
+            result[key] = rates[name]
+            result[key.replace("images_per_s", "encoder_busy")] = busy[name]
+
         for clients in (1, 8, 32):
-            rate = asyncio.run(grpc_rate(address, images, clients, seconds))
-            rates[f"{clients:2d} concurrent clients"] = rate
-            result[f"grpc_images_per_s_{clients}_clients"] = rate
+            measure(
+                f"{clients:2d} concurrent clients",
+                f"grpc_images_per_s_{clients}_clients",
+                grpc_rate(address, images, clients, seconds),
+            )
         # One image per message on an open EmbedStream per client: no per-call set-up.
         for clients in (1, 8, 32):
-            rate = asyncio.run(grpc_stream_rate(address, images, clients, seconds))
-            rates[f"{clients:2d} clients, EmbedStream"] = rate
-            result[f"grpc_stream_images_per_s_{clients}_clients"] = rate
-        rate = asyncio.run(grpc_stream_ahead_rate(address, images, seconds))
-        rates[" 1 client, EmbedStream, 32 requests in flight"] = rate
-        result["grpc_stream_images_per_s_1_client_32_ahead"] = rate
+            measure(
+                f"{clients:2d} clients, EmbedStream",
+                f"grpc_stream_images_per_s_{clients}_clients",
+                grpc_stream_rate(address, images, clients, seconds),
+            )
+        measure(
+            " 1 client, EmbedStream, 32 requests in flight",
+            "grpc_stream_images_per_s_1_client_32_ahead",
+            grpc_stream_ahead_rate(address, images, seconds),
+        )
         # The same with a batch of images per Embed call (how a bulk client calls it): the per-call
         # cost of Python gRPC on both ends is shared by the batch.
         for clients in (8, 32):
-            rate = asyncio.run(grpc_rate(address, images, clients, seconds, per_call=16))
-            rates[f"{clients:2d} clients x 16 images per call"] = rate
-            result[f"grpc_images_per_s_{clients}_clients_16_per_call"] = rate
+            measure(
+                f"{clients:2d} clients x 16 images per call",
+                f"grpc_images_per_s_{clients}_clients_16_per_call",
+                grpc_rate(address, images, clients, seconds, per_call=16),
+            )
         inproc_after = in_process_rate(bundle, images, seconds)  # the server idles meanwhile
         inproc = (inproc_before + inproc_after) / 2
         print(
             f"in-process, after: {inproc_after:.0f} images/s; ratios against the mean, {inproc:.0f}"
         )
         for name, rate in rates.items():
-            print(f"gRPC Embed, {name}: {rate:7.0f} images/s = {rate / inproc:.2f} of in-process")
+            print(
+                f"gRPC Embed, {name}: {rate:7.0f} images/s = {rate / inproc:.2f} of in-process; "
+                f"encoder busy {busy[name]:.0%} of the time"
+            )
         result["in_process_images_per_s"] = inproc
         result["in_process_before_after"] = [inproc_before, inproc_after]
         result["grpc_vs_in_process_32"] = result["grpc_images_per_s_32_clients"] / inproc

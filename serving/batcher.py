@@ -38,7 +38,8 @@ class MicroBatcher:
         fn: the model: ``(B, ...) -> (B, ...)``; called from the worker threads.
         max_batch: most rows per call of ``fn``.
         max_wait_ms: how long the first request of a batch waits for company.
-        on_batch: optional callback with each batch size (metrics).
+        on_batch: optional ``on_batch(rows, seconds)`` after each model call (metrics): the
+            batch's row count and the seconds ``fn`` took, timed in the worker thread.
     """
 
     def __init__(
@@ -46,7 +47,7 @@ class MicroBatcher:
         fn: Callable[[np.ndarray], np.ndarray],
         max_batch: int = 32,
         max_wait_ms: float = 2.0,
-        on_batch: Callable[[int], None] | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
         workers: int = 1,
     ) -> None:
         if max_batch < 1:
@@ -121,22 +122,24 @@ class MicroBatcher:
                 continue
             rows = np.concatenate([p.rows for p in live])
             try:
-                out = await loop.run_in_executor(self._executor, self._chunked, rows)
+                out, seconds = await loop.run_in_executor(self._executor, self._chunked, rows)
             except Exception as exc:  # give every caller the model's error
                 for p in live:
                     if not p.future.done():
                         p.future.set_exception(exc)
                 continue
-            if self.on_batch is not None:
-                self.on_batch(len(rows))
             start = 0
             for p in live:
                 end = start + len(p.rows)
                 if not p.future.done():
                     p.future.set_result(out[start:end])
                 start = end
+            if self.on_batch is not None:  # after the answers: bookkeeping never delays them
+                self.on_batch(len(rows), seconds)
 
-    def _chunked(self, rows: np.ndarray) -> np.ndarray:
-        """One request may be larger than ``max_batch``: run it in model-sized chunks."""
+    def _chunked(self, rows: np.ndarray) -> tuple[np.ndarray, float]:
+        """One request may be larger than ``max_batch``: run it in model-sized chunks. Returns
+        the outputs and the seconds the model took."""
+        started = time.perf_counter()
         parts = [self.fn(rows[i : i + self.max_batch]) for i in range(0, len(rows), self.max_batch)]
-        return np.concatenate(parts)
+        return np.concatenate(parts), time.perf_counter() - started

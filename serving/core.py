@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,8 +106,19 @@ def _decode_chunk(
 
 
 class SearchService:
-    def __init__(self, config: ServiceConfig) -> None:
+    """What the RPCs do, with no transport: models, micro-batching, the store.
+
+    Args:
+        config: paths, limits and thread counts.
+        on_batch: optional ``on_batch(rows, seconds)`` after every encoder call (the server's
+            metrics: batch sizes, and encoder busy time, whose rate is the encoder's utilisation).
+    """
+
+    def __init__(
+        self, config: ServiceConfig, on_batch: Callable[[int, float], None] | None = None
+    ) -> None:
         self.config = config
+        self.on_batch = on_batch
         self.manifest: Manifest | None = None
         self.encoder: Encoder | None = None
         self.decoder: Decoder | None = None
@@ -121,7 +133,6 @@ class SearchService:
         # Denoise / Reconstruct run whole images through a model for up to seconds: one thread of
         # their own, so they queue behind each other and never hold up Embed's decoding.
         self._image_pool = ThreadPoolExecutor(1, thread_name_prefix="image-models")
-        self.batch_sizes: list[int] = []
         self.ready = False
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -154,7 +165,7 @@ class SearchService:
             self._encode_pixels,
             self.config.max_batch,
             self.config.max_wait_ms,
-            self._on_batch,
+            self.on_batch,
             self.config.encoder_streams,
         )
         self.batcher.start()
@@ -190,11 +201,6 @@ class SearchService:
         self._decode_pool.shutdown(wait=True)
         self._store_pool.shutdown(wait=True)
         self._image_pool.shutdown(wait=True)
-
-    def _on_batch(self, size: int) -> None:
-        self.batch_sizes.append(size)
-        if len(self.batch_sizes) > 10_000:
-            del self.batch_sizes[:5_000]
 
     async def _store(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._store_pool, fn, *args)

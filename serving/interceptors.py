@@ -29,6 +29,11 @@ BATCH_SIZE = Histogram(
     "images per ONNX Runtime call",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
+ENCODER_BUSY = Counter(
+    "simclr_encoder_busy_seconds",
+    "seconds the encoder spent running batches; its rate is the encoder's utilisation "
+    "(up to --encoder-streams)",
+)
 QUEUE_DEPTH = Gauge("simclr_inference_queue_depth", "requests waiting for the micro-batcher")
 INDEX_SIZE = Gauge("simclr_index_items", "items in a collection", ["collection"])
 

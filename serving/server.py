@@ -25,6 +25,7 @@ from serving.core import SearchService, ServiceConfig
 from serving.images import ImageLimits
 from serving.interceptors import (
     BATCH_SIZE,
+    ENCODER_BUSY,
     INDEX_SIZE,
     QUEUE_DEPTH,
     AuthInterceptor,
@@ -132,7 +133,7 @@ async def create_server(config: ServiceConfig, options: ServerOptions) -> Runnin
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    service = SearchService(config)
+    service = SearchService(config, on_batch=_observe_batch)
     search_pb2_grpc.add_ImageSearchServicer_to_server(ImageSearchServicer(service), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -156,14 +157,14 @@ async def create_server(config: ServiceConfig, options: ServerOptions) -> Runnin
     return running
 
 
+def _observe_batch(rows: int, seconds: float) -> None:
+    BATCH_SIZE.observe(rows)
+    ENCODER_BUSY.inc(seconds)
+
+
 async def _export_gauges(service: SearchService) -> None:
-    seen = 0
     while True:
         QUEUE_DEPTH.set(service.batcher.queue_depth if service.batcher else 0)
-        sizes = service.batch_sizes
-        for size in sizes[seen:]:
-            BATCH_SIZE.observe(size)
-        seen = len(sizes)
         if service.store is not None:
             for name in service.store.list():
                 INDEX_SIZE.labels(name).set(service.store.get(name).count())

@@ -80,3 +80,30 @@ def test_lone_requests_skip_the_wait_and_concurrent_ones_share_a_call() -> None:
     assert sum(sizes[6:]) == 8 and len(sizes) < 6 + 8  # the concurrent eight shared calls
     for i, answer in enumerate(answers):
         np.testing.assert_array_equal(answer, np.full((1, 2), i + 1, np.float32))
+
+
+def test_on_batch_reports_each_calls_rows_and_model_seconds() -> None:
+    """The server's batch-size histogram and encoder busy-time counter come from this callback."""
+    reported: list[tuple[int, float]] = []
+
+    def model(rows: np.ndarray) -> np.ndarray:
+        time.sleep(0.05)
+        return rows
+
+    async def main() -> None:
+        batcher = MicroBatcher(
+            model, max_batch=4, max_wait_ms=1.0, on_batch=lambda n, s: reported.append((n, s))
+        )
+        batcher.start()
+        try:
+            await batcher(np.zeros((3, 2), np.float32))
+            await batcher(
+                np.zeros((6, 2), np.float32)
+            )  # over max_batch: two model calls, one report
+        finally:
+            await batcher.stop()
+
+    asyncio.run(main())
+    assert [n for n, _ in reported] == [3, 6]
+    first, second = (s for _, s in reported)
+    assert 0.05 <= first < 0.09 and 0.1 <= second < 0.15, reported

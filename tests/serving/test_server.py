@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -434,6 +435,13 @@ def test_prometheus_metrics_count_requests_by_method_and_code(
         )
     )
     try:
+        from prometheus_client import REGISTRY
+
+        def sample(name: str) -> float:  # the registry is per process: other tests count too
+            return REGISTRY.get_sample_value(name) or 0.0
+
+        busy_before = sample("simclr_encoder_busy_seconds_total")
+        rows_before = sample("simclr_inference_batch_size_sum")
         with Client(f"127.0.0.1:{running.port}") as client:
             client.embed(_images(library)[:2])
             _code(lambda: client.get(["missing"]))
@@ -443,6 +451,11 @@ def test_prometheus_metrics_count_requests_by_method_and_code(
         assert 'simclr_requests_total{code="OK",method="Embed"}' in text
         assert 'simclr_requests_total{code="NOT_FOUND",method="Get"}' in text
         assert "simclr_request_seconds_bucket" in text
+        # The encoder's busy time and batch sizes, counted as each batch ends (the 2 images).
+        busy = re.search(r"^simclr_encoder_busy_seconds_total (\S+)$", text, re.M)
+        assert busy is not None and float(busy.group(1)) > busy_before, text
+        rows = re.search(r"^simclr_inference_batch_size_sum (\S+)$", text, re.M)
+        assert rows is not None and float(rows.group(1)) == rows_before + 2, text
     finally:
         loop_thread.run(running.stop())
 
