@@ -59,6 +59,7 @@ COMMANDS: dict[str, Command] = {
     "quickstart": Command(
         "serving.quickstart", "the end-to-end demo: model, index, server, search"
     ),
+    "bench": Command("cli.bench", "run a benchmark from benchmarks/ by name (none: list them)"),
 }
 
 

@@ -52,3 +52,26 @@ def test_console_script_is_installed() -> None:
         pytest.skip("package not installed with its console script in this environment")
     proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "train" in proc.stdout
+
+
+def test_bench_lists_runs_and_refuses_benchmarks_by_name(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cli.bench import BENCHMARKS
+
+    assert main(["bench"]) == 0
+    listed = capsys.readouterr().out
+    scripts = sorted(p.stem.removeprefix("bench_") for p in BENCHMARKS.glob("bench_*.py"))
+    assert [line.split()[0] for line in listed.splitlines()] == scripts
+    assert "service" in scripts and "denoise" in scripts
+    assert main(["bench", "nope"]) == 2
+    assert "no benchmark 'nope'" in capsys.readouterr().err
+    # Arguments go to the script itself: its own --help (argparse usage names the script).
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", "bench", "grpc_transport", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: bench_grpc_transport.py") and "--quick" in proc.stdout
