@@ -101,23 +101,38 @@ class MetadataStore:
         except sqlite3.Error as exc:
             raise _storage_error(exc) from exc
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._readers_lock = threading.Lock()
+        self._closed = False
 
     # -- connections ------------------------------------------------------------------------------
     def _reader(self) -> sqlite3.Connection:
+        if self._closed:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = _connect(self.path)
-            self._local.conn = conn
             with self._readers_lock:
-                self._readers.append(conn)
+                if self._closed:
+                    conn.close()
+                    raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+                self._readers.append((threading.current_thread(), conn))
+            self._local.conn = conn
         return conn
 
     def close(self) -> None:
+        """Close the writer and every reader no other thread can be in the middle of using: the
+        calling thread's and those of threads that have ended. Why: closing a SQLite connection
+        while another thread runs a query on it crashes the process (a background index rebuild
+        still reading when the collection closes did, in CI). A live thread's reader is left to
+        it: its next query raises, and the connection closes when that thread ends or this store
+        is garbage-collected."""
         with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
+            self._closed = True
+            me = threading.current_thread()
+            for thread, conn in self._readers:
+                if thread is me or not thread.is_alive():
+                    conn.close()
             self._readers.clear()
         self._writer.close()
 

@@ -384,3 +384,42 @@ def test_planner_choice_follows_size_and_memory_budget() -> None:
         1_000_000, 128, memory_budget_bytes=100 << 20
     )  # 144 MB of SQ8 codes do not fit
     assert small.kind == "ivf_pq" and small.pq_m == 64 and small.nlist == 4000
+
+
+def test_closing_the_metadata_store_leaves_a_query_another_thread_is_running(
+    tmp_path: Path,
+) -> None:
+    """Closing a SQLite connection under a running query crashes the process: close() must leave
+    a live thread's reader alone (a background rebuild still reading when a collection closed
+    took CI down), and every query after close() must raise instead."""
+    import sqlite3
+    import threading
+    import time
+
+    from index.metadata import MetadataStore
+
+    meta = MetadataStore(tmp_path / "meta.sqlite")
+    running, result = threading.Event(), {}
+
+    def long_read() -> None:
+        conn = meta._reader()
+        running.set()
+        result["rows"] = conn.execute(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) "
+            "SELECT count(*) FROM c"
+        ).fetchone()[0]
+        try:
+            meta.count()
+        except sqlite3.ProgrammingError as exc:
+            result["after"] = exc
+
+    reader = threading.Thread(target=long_read)
+    reader.start()
+    running.wait(10)
+    time.sleep(0.05)  # inside the query now
+    meta.close()
+    reader.join(60)
+    assert result["rows"] == 3_000_000
+    assert isinstance(result.get("after"), sqlite3.ProgrammingError)
+    with pytest.raises(sqlite3.ProgrammingError):
+        meta.count()
