@@ -4,8 +4,8 @@ Why: the last weights of a run carry the noise of the last few hundred steps; th
 ``avg <- decay * avg + (1 - decay) * w`` after every step sits nearer the minimum and usually scores
 a little higher (the practice in image restoration training, e.g. SwinIR and NAFNet keep such an
 average). Floating-point parameters and buffers (BatchNorm's running statistics) are averaged;
-integer buffers (BatchNorm's step counter) are copied. The average lives on the CPU in fp32 beside
-the model, whatever the model's device, precision or memory format.
+integer buffers (BatchNorm's step counter) are copied. The average is kept in fp32 on the model's
+own device: on a GPU, a copy to the host after every step would stall training.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ class WeightAverage:
             raise ValueError(f"weight-average decay must be in [0, 1), got {decay}")
         self.decay = decay
         self.state = {
-            k: v.detach().to("cpu", torch.float32, copy=True)
+            k: v.detach().to(torch.float32, copy=True)
             if v.is_floating_point()
-            else v.detach().to("cpu", copy=True)
+            else v.detach().clone()
             for k, v in model.state_dict().items()
         }
 
@@ -38,12 +38,11 @@ class WeightAverage:
         for key, value in model.state_dict().items():
             mine = self.state[key]
             if mine.is_floating_point():
-                mine.mul_(self.decay).add_(
-                    value.detach().to("cpu", torch.float32), alpha=1 - self.decay
-                )
+                mine.mul_(self.decay).add_(value.detach().float(), alpha=1 - self.decay)
             else:
                 mine.copy_(value)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The averaged weights, for ``load_state_dict`` of a model like the one given."""
+        """The averaged weights, for ``load_state_dict`` of a model like the one given (on any
+        device: ``load_state_dict`` copies across)."""
         return {k: v.clone() for k, v in self.state.items()}
