@@ -29,14 +29,9 @@ from bundle.runtime import session
 from training.checkpoint import load_checkpoint
 from training.data.library import build_library
 from training.evaluate import knn_accuracy
-from training.export import (
-    EncoderForExport,
-    export_onnx,
-    fold_batchnorm,
-    quantize_int8,
-    sample_images,
-)
+from training.export import EncoderForExport, sample_images
 from training.models.simclr import build_model, model_from_checkpoint
+from training.onnx_export import export_onnx, fold_batchnorm, quantize_int8
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 

@@ -1,6 +1,6 @@
 """``simclr export``: a trained checkpoint -> a model bundle (ONNX files + ``manifest.json``).
 
-Steps (timm's ``utils/onnx.py`` is the model): fold BatchNorm into the convolutions (torch.fx), export
+Steps: fold BatchNorm into the convolutions (torch.fx), export
 with a dynamic batch axis at opset 17, run ``onnx.checker``, then compare ONNX Runtime against
 PyTorch on real images and refuse the bundle if they disagree (max |diff| > 1e-4 or cosine
 < 0.99999). Optionally writes a static INT8 (QDQ, per-channel) encoder calibrated on a sample of the
@@ -8,7 +8,8 @@ user's images. The encoder outputs h, the representation before the projection h
 2020, Sec. 4.2), L2-normalised when ``--normalize`` is on (the default: cosine search). By default h
 is whitened first (``--whitening learned``: from N sampled library images and an edited copy of each,
 ``--whiten-images N``; or ``pca``; ``training/whitening.py``), and the decoder file takes the
-whitened embeddings it is served.
+whitened embeddings it is served. The export / check / compare / INT8 steps themselves live in
+``training/onnx_export.py``, shared with the denoiser's export.
 """
 
 from __future__ import annotations
@@ -30,22 +31,25 @@ from bundle.preprocess import RESIZE_POLICY, encoder_input
 from bundle.sources import iter_image_bytes
 from bundle.tiling import BORDER
 from training.checkpoint import load_checkpoint
-from training.copy_edits import copy_edit
 from training.models.simclr import model_from_checkpoint
+from training.onnx_export import (
+    MAX_ABS_DIFF,
+    MIN_COSINE,
+    OPSET,
+    compare_with_onnxruntime,
+    export_onnx,
+    fold_batchnorm,
+    quantize_int8,
+)
 from training.whitening import (
     METHODS,
-    MIN_IMAGES_PER_DIM,
     Unwhiten,
     Whiten,
     Whitening,
-    fit_whitening,
-    sample_embeddings,
+    fit_library_whitening,
 )
 
 log = logging.getLogger("simclr.export")
-OPSET = 17
-MAX_ABS_DIFF = 1e-4
-MIN_COSINE = 0.99999
 WHITEN_IMAGES = 10_000
 
 
@@ -88,61 +92,6 @@ class DecoderForExport(nn.Module):
         return self.decoder(self.unwhiten(embeddings))
 
 
-def fold_batchnorm(module: nn.Module) -> nn.Module:
-    """Fold every Conv -> BatchNorm pair (eval mode) with torch.fx; the result computes the same function."""
-    from torch.fx.experimental.optimization import fuse
-
-    from training.models.im2col_conv import with_plain_convolutions
-
-    # with_plain_convolutions already returns a copy: fuse may work on it in place.
-    return fuse(with_plain_convolutions(module.eval()), inplace=True)
-
-
-def export_onnx(
-    module: nn.Module,
-    example: torch.Tensor,
-    path: Path,
-    input_name: str,
-    output_name: str,
-    dynamic_hw: bool = False,
-) -> None:
-    axes = {0: "batch"}
-    if dynamic_hw:
-        axes = {0: "batch", 2: "height", 3: "width"}
-    torch.onnx.export(
-        module.eval(),
-        (example,),
-        str(path),
-        opset_version=OPSET,
-        input_names=[input_name],
-        output_names=[output_name],
-        dynamic_axes={input_name: axes, output_name: axes if dynamic_hw else {0: "batch"}},
-        do_constant_folding=True,
-        dynamo=False,
-    )
-    import onnx
-
-    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
-
-
-def compare_with_onnxruntime(module: nn.Module, path: Path, inputs: np.ndarray) -> dict[str, float]:
-    """Max absolute difference and minimum row cosine between PyTorch and ONNX Runtime outputs."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    with torch.no_grad():
-        expected = module.eval()(torch.from_numpy(inputs)).numpy()
-    got = session.run(None, {session.get_inputs()[0].name: inputs})[0]
-    return agreement(expected, got)
-
-
-def agreement(expected: np.ndarray, got: np.ndarray) -> dict[str, float]:
-    """Max absolute difference and minimum per-row cosine of two same-shape output batches."""
-    a, b = expected.reshape(len(expected), -1), got.reshape(len(got), -1)
-    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
-    return {"max_abs_diff": float(np.abs(a - b).max()), "min_cosine": float(cosine.min())}
-
-
 def sample_images(source: str, count: int, size: int, mean, std, seed: int = 0) -> np.ndarray:
     """A uniform random sample (reservoir, seeded) of ``count`` decodable images from the whole library,
     as encoder input ``(n, 3, S, S)``: class folders in archives are ordered, so the first images are not.
@@ -167,47 +116,6 @@ def sample_images(source: str, count: int, size: int, mean, std, seed: int = 0) 
     if not good:
         raise ValueError(f"no decodable images in {source} for calibration / parity checks")
     return np.stack(good).astype(np.float32)
-
-
-def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
-    """Static QDQ INT8: per-channel int8 weights, uint8 activations calibrated on ``calibration``."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter(
-                [{"images": calibration[i : i + 16]} for i in range(0, len(calibration), 16)]
-            )
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    import onnx
-
-    prepared = int8_path.with_suffix(".prep.onnx")
-    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-    # The whitening matrix (the only MatMul) stays float: it is one small product, and int8 would
-    # round away the low-variance directions whitening exists to amplify.
-    keep_float = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "MatMul"]
-    try:
-        quantize_static(
-            str(prepared),
-            str(int8_path),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=keep_float,
-        )
-    finally:
-        prepared.unlink(missing_ok=True)
 
 
 def export_decoder(
@@ -355,45 +263,6 @@ def export_bundle(
         {"bundle": str(out), "seconds": time.perf_counter() - started, "files": sorted(files)}
     )
     return report
-
-
-def fit_library_whitening(
-    unit_h: nn.Module,
-    images: str,
-    count: int,
-    size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    progress: bool = True,
-    method: str = "learned",
-) -> Whitening | None:
-    """Whitening fitted on ``count`` sampled library images (and, for ``learned``, an edited copy
-    of each), or None (logged) when too few decode."""
-
-    def embed(batch: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return unit_h(torch.from_numpy(batch)).numpy()
-
-    def edit(data: bytes, rng: np.random.Generator) -> bytes:
-        return copy_edit(data, size, rng)
-
-    learned = method == "learned"
-    sample = sample_embeddings(
-        embed, images, count, size, mean, std, progress=progress, edit=edit if learned else None
-    )
-    h, edited = (sample[:, 0], sample[:, 1]) if learned else (sample, None)
-    needed = MIN_IMAGES_PER_DIM * h.shape[1]
-    if len(h) < needed:
-        log.warning(
-            "not whitening: %d library images for %d dimensions (at least %d wanted); "
-            "the bundle serves plain h",
-            len(h),
-            h.shape[1],
-            needed,
-        )
-        return None
-    log.info("%s whitening fitted on %d library images", method, len(h))
-    return fit_whitening(h, edited)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from bundle.tiling import BORDER
-from training.export import MAX_ABS_DIFF, MIN_COSINE, OPSET, agreement, fold_batchnorm
+from training.onnx_export import MAX_ABS_DIFF, MIN_COSINE, OPSET, agreement, fold_batchnorm
 from training.onnx_storage import round_weights_to_fp16, store_weights_as_fp16
 
 PARITY_SIZES = ((1, 1), (7, 5), (32, 32), (33, 47), (96, 128), (161, 100))

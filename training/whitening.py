@@ -26,6 +26,7 @@ The map is linear and fixed after export, so it lives in the ONNX graphs:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,9 @@ from tqdm import tqdm
 
 from bundle.preprocess import encoder_input
 from bundle.sources import iter_image_bytes
+from training.copy_edits import copy_edit
+
+log = logging.getLogger("simclr.export")
 
 POWER = -0.5  # eigenvalue ** -0.5: full whitening
 RIDGE = 1e-3  # added to every eigenvalue, times their mean: keeps near-empty directions finite
@@ -199,3 +203,42 @@ def sample_embeddings(
     if not kept:
         raise ValueError(f"no decodable images in {source} to fit whitening on")
     return np.stack(kept)
+
+
+def fit_library_whitening(
+    unit_h: nn.Module,
+    images: str,
+    count: int,
+    size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    progress: bool = True,
+    method: str = "learned",
+) -> Whitening | None:
+    """Whitening fitted on ``count`` sampled library images (and, for ``learned``, an edited copy
+    of each), or None (logged) when too few decode."""
+
+    def embed(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return unit_h(torch.from_numpy(batch)).numpy()
+
+    def edit(data: bytes, rng: np.random.Generator) -> bytes:
+        return copy_edit(data, size, rng)
+
+    learned = method == "learned"
+    sample = sample_embeddings(
+        embed, images, count, size, mean, std, progress=progress, edit=edit if learned else None
+    )
+    h, edited = (sample[:, 0], sample[:, 1]) if learned else (sample, None)
+    needed = MIN_IMAGES_PER_DIM * h.shape[1]
+    if len(h) < needed:
+        log.warning(
+            "not whitening: %d library images for %d dimensions (at least %d wanted); "
+            "the bundle serves plain h",
+            len(h),
+            h.shape[1],
+            needed,
+        )
+        return None
+    log.info("%s whitening fitted on %d library images", method, len(h))
+    return fit_whitening(h, edited)

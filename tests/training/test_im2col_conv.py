@@ -94,7 +94,7 @@ def test_compact_encoder_state_dict_keeps_plain_convolution_keys() -> None:
 
 
 def test_batchnorm_folding_sees_plain_convolutions() -> None:
-    from training.export import fold_batchnorm
+    from training.onnx_export import fold_batchnorm
 
     torch.manual_seed(0)
     encoder = CompactEncoder((4, 8, 16, 32)).eval()
