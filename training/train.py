@@ -37,6 +37,7 @@ from training.models.simclr import SimCLRModel, build_model
 from training.optim import LR_SCALINGS, OPTIMIZERS, build_optimizer, scaled_lr, warmup_cosine
 from training.precision import PRECISIONS, autocast, grad_scaler, resolve_precision, select_device
 from training.run_log import RunLog, plot_curves
+from training.time_budget import BudgetReplanner, probe_steps
 
 log = logging.getLogger("simclr.train")
 
@@ -442,50 +443,25 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                 },
             )
 
-    calibrate_at = max(warmup, 50) if cfg.time_budget_min > 0 and resume_state is None else -1
-    calibration_tick = [time.perf_counter(), state.step]
-    replan_at: list[int] = []
-
-    def recalibrate() -> None:
-        """Resize the run from measured speed: at the end of warm-up (before the cosine phase), then
-        at 50% and 80% of the way, each time from the speed since the last plan (checkpoints and
-        epoch ends included), so a machine that slows down mid-run still lands on the budget. The
-        later corrections are small, so the cosine schedule barely moves (a 3% longer run lowers the
-        learning rate at the halfway step by ~2%)."""
-        if state.step == min(10, calibrate_at):
-            calibration_tick[:] = [time.perf_counter(), state.step]
-            return
-        if state.step != calibrate_at and state.step not in replan_at:
-            return
-        per_step = (time.perf_counter() - calibration_tick[0]) / (state.step - calibration_tick[1])
-        per_step = float(distributed.all_reduce_mean(torch.tensor(per_step)))
-        elapsed = time.perf_counter() - started
-        remaining = cfg.time_budget_min * 60 - elapsed - eval_reserve_s(state.total_steps)
-        margin = 0.98 if state.step == calibrate_at else 0.99
-        state.total_steps = max(state.step + 1, state.step + int(margin * remaining / per_step))
-        scheduler.lr_lambdas = [warmup_cosine(state.total_steps, warmup)] * len(
-            optimizer.param_groups
+    replanner = None
+    if cfg.time_budget_min > 0 and resume_state is None:
+        replanner = BudgetReplanner(
+            cfg.time_budget_min * 60,
+            started,
+            eval_seconds,
+            reader.steps_per_epoch,
+            cfg.eval_every,
+            calibrate_at=max(warmup, 50),
+            reduce=lambda s: float(distributed.all_reduce_mean(torch.tensor(s))),
+            verbose=is_main,
         )
-        calibration_tick[:] = [time.perf_counter(), state.step]
-        if state.step == calibrate_at:
-            span = state.total_steps - state.step
-            replan_at[:] = [state.step + int(f * span) for f in (0.5, 0.8)]
-        if is_main:
-            log.info(
-                "time budget: measured %.3f s/step -> %d steps (%.1f epochs) in all",
-                per_step,
-                state.total_steps,
-                state.total_steps / reader.steps_per_epoch,
-            )
-
-    def eval_reserve_s(total_steps: int) -> float:
-        epochs = total_steps / reader.steps_per_epoch
-        n_evals = 1 + (int(epochs) // cfg.eval_every if cfg.eval_every else 0)
-        return n_evals * eval_seconds
 
     def on_step() -> None:
-        if calibrate_at > 0:
-            recalibrate()
+        if replanner is not None:
+            total = replanner.on_step(state.step, state.total_steps)
+            if total is not None:
+                state.total_steps = total
+                scheduler.lr_lambdas = [warmup_cosine(total, warmup)] * len(optimizer.param_groups)
         if cfg.checkpoint_every > 0 and state.step % cfg.checkpoint_every == 0 and is_main:
             checkpoint(out_dir / "checkpoint.pt")
             if cfg.keep_checkpoints > 0:
@@ -567,46 +543,34 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 def _steps_for_budget(
     model, criterion, optimizer, reader, augment, device, precision, cfg, eval_libs, started
 ) -> tuple[int, float]:
-    """Time a few real steps (then undo them) and size the run so training + evaluation fit the budget."""
+    """Time a few real steps (then undo them) and size the run so training + evaluation fit the
+    budget (``training/time_budget.py``)."""
     snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    probe = TrainState(step=0, total_steps=8)
     probe_cfg = TrainConfig(**{**cfg.to_dict(), "progress": False, "log_every": 10**9})
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1e-3)
     null_log = RunLog(cfg.out_dir, enabled=False)
-    train_one_epoch(
-        model,
-        criterion,
-        optimizer,
-        sched,
-        grad_scaler(device, precision),
-        reader,
-        augment,
-        device,
-        precision,
-        probe_cfg,
-        TrainState(step=0, total_steps=2),
-        null_log,
-    )
-    tick = time.perf_counter()
-    train_one_epoch(
-        model,
-        criterion,
-        optimizer,
-        sched,
-        grad_scaler(device, precision),
-        reader,
-        augment,
-        device,
-        precision,
-        probe_cfg,
-        probe,
-        null_log,
-    )
-    per_step = (time.perf_counter() - tick) / 6
-    model.load_state_dict(snapshot)
-    optimizer.state.clear()
-    eval_seconds = 0.0
-    if eval_libs is not None:
+
+    def run_steps(n: int) -> int:
+        probe = TrainState(step=0, total_steps=n)
+        train_one_epoch(
+            model,
+            criterion,
+            optimizer,
+            sched,
+            grad_scaler(device, precision),
+            reader,
+            augment,
+            device,
+            precision,
+            probe_cfg,
+            probe,
+            null_log,
+        )
+        return probe.step
+
+    def time_eval() -> float:
+        if eval_libs is None:
+            return 0.0
         n_eval = len(eval_libs[0]) + len(eval_libs[1])
         sample = eval_libs[1].images[: min(512, len(eval_libs[1]))]
         tick = time.perf_counter()
@@ -619,19 +583,20 @@ def _steps_for_budget(
             device,
             precision=precision,
         )
-        eval_seconds = (time.perf_counter() - tick) * n_eval / len(sample) * 1.2 + 5
-    remaining = cfg.time_budget_min * 60 - (time.perf_counter() - started)
-    epochs_guess = max(1.0, remaining / (per_step * reader.steps_per_epoch))
-    n_evals = 1 + (int(epochs_guess) // cfg.eval_every if cfg.eval_every else 0)
-    steps = int((remaining - n_evals * eval_seconds) * 0.97 / per_step)
-    log.info(
-        "time budget: about %.2f s/step, %.0f s per evaluation -> %d steps (%.1f epochs)",
-        per_step,
-        eval_seconds,
-        steps,
-        steps / reader.steps_per_epoch,
-    )
-    return max(1, steps), eval_seconds
+        return (time.perf_counter() - tick) * n_eval / len(sample) * 1.2 + 5
+
+    try:
+        return probe_steps(
+            run_steps,
+            time_eval,
+            cfg.time_budget_min * 60,
+            started,
+            reader.steps_per_epoch,
+            cfg.eval_every,
+        )
+    finally:
+        model.load_state_dict(snapshot)
+        optimizer.state.clear()
 
 
 def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
