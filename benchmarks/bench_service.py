@@ -13,7 +13,8 @@ Figures:
   * the server's resident memory;
   * for each gRPC throughput run, the share of its time the encoder was busy (the server's
     ``simclr_encoder_busy_seconds_total`` metric, scraped before and after): where it is well under
-    1, the encoder waited on the event loop between batches.
+    1, the encoder waited on the event loop between batches; and the cores the clients (this
+    process: Python gRPC, on the same 2 cores) and the server used meanwhile.
 
     python benchmarks/bench_service.py --bundle models/compact-cifar10
     python benchmarks/bench_service.py --bundle models/compact-cifar10 --quick
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import signal
@@ -74,12 +76,29 @@ def encoder_busy_seconds(metrics_port: int) -> float:
     return float(match.group(1))
 
 
-def busy_share(metrics_port: int, run) -> tuple[float, float]:
-    """``run()``'s result and the share of its wall time the server's encoder was busy."""
-    busy, tick = encoder_busy_seconds(metrics_port), time.perf_counter()
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user + system, all threads) used so far by this process, or by process ``pid``."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def profile(metrics_port: int, server_pid: int, run) -> tuple[float, float, float, float]:
+    """``run()``'s result; the share of its wall time the server's encoder was busy; and the cores
+    the clients (this process) and the server used meanwhile: on a 2-core machine the clients'
+    share is CPU the server did not have."""
+    busy = encoder_busy_seconds(metrics_port)
+    client, server, tick = cpu_seconds(), cpu_seconds(server_pid), time.perf_counter()
     result = run()
     wall = time.perf_counter() - tick
-    return result, (encoder_busy_seconds(metrics_port) - busy) / wall
+    return (
+        result,
+        (encoder_busy_seconds(metrics_port) - busy) / wall,
+        (cpu_seconds() - client) / wall,
+        (cpu_seconds(server_pid) - server) / wall,
+    )
 
 
 def in_process_rate(bundle: Path, images: list[bytes], seconds: float) -> float:
@@ -294,12 +313,16 @@ def main() -> None:
         args.encoder_streams,
     )
     try:
-        rates, busy = {}, {}
+        rates, busy, cores = {}, {}, {}
 
         def measure(name: str, key: str, coroutine) -> None:
-            rates[name], busy[name] = busy_share(metrics_port, lambda: asyncio.run(coroutine))
+            rates[name], busy[name], client, server = profile(
+                metrics_port, proc.pid, lambda: asyncio.run(coroutine)
+            )
+            cores[name] = (client, server)
             result[key] = rates[name]
             result[key.replace("images_per_s", "encoder_busy")] = busy[name]
+            result[key.replace("images_per_s", "cores_client_server")] = [client, server]
 
         for clients in (1, 8, 32):
             measure(
@@ -335,7 +358,8 @@ def main() -> None:
         for name, rate in rates.items():
             print(
                 f"gRPC Embed, {name}: {rate:7.0f} images/s = {rate / inproc:.2f} of in-process; "
-                f"encoder busy {busy[name]:.0%} of the time"
+                f"encoder busy {busy[name]:.0%} of the time; cores used by the clients "
+                f"{cores[name][0]:.2f}, the server {cores[name][1]:.2f}"
             )
         result["in_process_images_per_s"] = inproc
         result["in_process_before_after"] = [inproc_before, inproc_after]
