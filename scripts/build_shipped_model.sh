@@ -31,4 +31,4 @@ rm -rf models/compact-cifar10
 .venv/bin/simclr export --checkpoint "$out/encoder/checkpoint.pt" --decoder "$out/decoder/decoder.pt" \
     --denoiser "$out/denoiser/denoiser.pt" \
     --images "$shared/train.tar.gz" --int8 --name compact-cifar10 --version 6 --out models/compact-cifar10
-mv "$card" models/compact-cifar10/README.md
+cp "$card" models/compact-cifar10/README.md && rm "$card"  # cp: the usual file mode, not mktemp's 0600

@@ -1,9 +1,8 @@
 """``simclr export``: a trained checkpoint -> a model bundle (ONNX files + ``manifest.json``).
 
-Steps: fold BatchNorm into the convolutions (torch.fx), export
-with a dynamic batch axis at opset 17, run ``onnx.checker``, then compare ONNX Runtime against
-PyTorch on real images and refuse the bundle if they disagree (max |diff| > 1e-4 or cosine
-< 0.99999). Optionally writes a static INT8 (QDQ, per-channel) encoder calibrated on a sample of the
+Steps: fold BatchNorm into the convolutions (torch.fx), export with a dynamic batch axis at opset
+17, run ``onnx.checker``, then compare ONNX Runtime against PyTorch on real images and refuse the
+bundle if they disagree (max |diff| > 1e-4 or cosine < 0.99999). Optionally writes a static INT8 (QDQ, per-channel) encoder calibrated on a sample of the
 user's images. The encoder outputs h, the representation before the projection head (Chen et al.
 2020, Sec. 4.2), L2-normalised when ``--normalize`` is on (the default: cosine search). By default h
 is whitened first (``--whitening learned``: from N sampled library images and an edited copy of each,
@@ -33,13 +32,12 @@ from bundle.tiling import BORDER
 from training.checkpoint import load_checkpoint
 from training.models.simclr import model_from_checkpoint
 from training.onnx_export import (
-    MAX_ABS_DIFF,
-    MIN_COSINE,
     OPSET,
     compare_with_onnxruntime,
     export_onnx,
     fold_batchnorm,
     quantize_int8,
+    require_agreement,
 )
 from training.whitening import (
     METHODS,
@@ -142,8 +140,7 @@ def export_decoder(
     )
     store_weights_as_fp16(out / "decoder.onnx")
     parity = compare_with_onnxruntime(folded, out / "decoder.onnx", embeddings[:64])
-    if parity["max_abs_diff"] > MAX_ABS_DIFF or parity["min_cosine"] < MIN_COSINE:
-        raise ValueError(f"ONNX Runtime disagrees with PyTorch on the decoder: {parity}")
+    require_agreement(parity, "decoder")
     size = state["config"]["image_size"]
     entry = {
         "path": "decoder.onnx",
@@ -193,8 +190,7 @@ def export_bundle(
     sample = sample_images(images, max(calibration_count, 16), size, mean, std)
     export_onnx(encoder, torch.from_numpy(sample[:2]), out / "encoder.onnx", "images", "embeddings")
     parity = compare_with_onnxruntime(encoder, out / "encoder.onnx", sample[:64])
-    if parity["max_abs_diff"] > MAX_ABS_DIFF or parity["min_cosine"] < MIN_COSINE:
-        raise ValueError(f"ONNX Runtime disagrees with PyTorch on the encoder: {parity}")
+    require_agreement(parity, "encoder")
     files: dict[str, Any] = {
         "encoder": {
             "path": "encoder.onnx",

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from bundle.tiling import BORDER
-from training.onnx_export import MAX_ABS_DIFF, MIN_COSINE, OPSET, agreement, fold_batchnorm
+from training.onnx_export import OPSET, agreement, fold_batchnorm, require_agreement
 from training.onnx_storage import round_weights_to_fp16, store_weights_as_fp16
 
 PARITY_SIZES = ((1, 1), (7, 5), (32, 32), (33, 47), (96, 128), (161, 100))
@@ -124,7 +124,4 @@ def write_onnx(model: nn.Module, path: Path, images: np.ndarray, fp16_storage: b
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     if fp16_storage:
         store_weights_as_fp16(path)
-    parity = check_parity(module, path, images)
-    if parity["max_abs_diff"] > MAX_ABS_DIFF or parity["min_cosine"] < MIN_COSINE:
-        raise ValueError(f"ONNX Runtime disagrees with PyTorch on the denoiser: {parity}")
-    return parity
+    return require_agreement(check_parity(module, path, images), "denoiser")

@@ -4,8 +4,8 @@ The small, model-agnostic steps every exported file of a bundle goes through (ti
 ``utils/onnx.py`` is the model): fold BatchNorm into the convolutions (torch.fx), export at opset 17
 with a dynamic batch axis (and optionally dynamic height and width), run ``onnx.checker``, then
 measure the largest absolute difference and the smallest row cosine between PyTorch and ONNX
-Runtime on real inputs; the callers (``training/export.py``, ``training/export_denoiser.py``) refuse
-a file past ``MAX_ABS_DIFF`` / ``MIN_COSINE``. ``quantize_int8`` writes a static QDQ INT8 copy
+Runtime on real inputs; :func:`require_agreement` refuses a file past ``MAX_ABS_DIFF`` /
+``MIN_COSINE``. ``quantize_int8`` writes a static QDQ INT8 copy
 calibrated on the user's own images.
 """
 
@@ -75,6 +75,14 @@ def agreement(expected: np.ndarray, got: np.ndarray) -> dict[str, float]:
     a, b = expected.reshape(len(expected), -1), got.reshape(len(got), -1)
     cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
     return {"max_abs_diff": float(np.abs(a - b).max()), "min_cosine": float(cosine.min())}
+
+
+def require_agreement(parity: dict[str, float], what: str) -> dict[str, float]:
+    """``parity`` (from :func:`agreement`) if within ``MAX_ABS_DIFF`` / ``MIN_COSINE``; else refuse
+    the file with a ValueError naming ``what`` was exported."""
+    if parity["max_abs_diff"] > MAX_ABS_DIFF or parity["min_cosine"] < MIN_COSINE:
+        raise ValueError(f"ONNX Runtime disagrees with PyTorch on the {what}: {parity}")
+    return parity
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:

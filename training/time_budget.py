@@ -43,9 +43,9 @@ def probe_steps(
 
     ``run_steps(n)`` runs up to ``n`` training steps (fewer when an epoch is shorter) and returns how
     many it ran; the caller undoes them afterwards. 2 untimed steps warm up (allocations, kernel
-    choice), then up to 6 are timed. ``time_eval()`` returns the seconds one
-    evaluation will take (0 without one). ``started`` is the ``time.perf_counter()`` at the start of
-    the run, so set-up already spent counts against the budget.
+    choice), then up to 6 are timed. ``time_eval()`` returns the seconds one evaluation will take
+    (0 without one). ``started`` is the ``clock()`` reading at the start of the run, so set-up
+    already spent counts against the budget.
     """
     run_steps(2)
     tick = clock()
@@ -53,8 +53,8 @@ def probe_steps(
     per_step = (clock() - tick) / max(1, timed)
     eval_seconds = time_eval()
     remaining = budget_s - (clock() - started)
-    epochs_guess = max(1.0, remaining / (per_step * steps_per_epoch))
-    n_evals = 1 + (int(epochs_guess) // eval_every if eval_every else 0)
+    at_most = max(steps_per_epoch, int(remaining / per_step))  # the run without evaluations
+    n_evals = evaluations(at_most, steps_per_epoch, eval_every)
     steps = int((remaining - n_evals * eval_seconds) * PROBE_MARGIN / per_step)
     log.info(
         "time budget: about %.2f s/step, %.0f s per evaluation -> %d steps (%.1f epochs)",
