@@ -4,14 +4,13 @@ Write path (one writer at a time): validate -> one SQLite transaction (items + c
 (the acknowledgement point) -> apply to the in-memory FAISS index under a brief exclusive lock.
 Read path (many at once): FAISS search under the shared lock -> look up ids in SQLite.
 Re-plans (flat -> IVF as the collection grows) are built in a background thread and swapped in.
-Open path: load the snapshot (or rebuild from SQLite if it is missing or corrupt) -> replay the
-changes after its ``seq`` -> if FAISS and SQLite still disagree on the count, rebuild from SQLite.
+Open path: :mod:`index.recovery` (snapshot, replay of the change log, or a rebuild from SQLite).
+Building, planning and tuning an index from SQLite: :mod:`index.rebuild`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Sequence
@@ -22,29 +21,24 @@ from typing import Any
 import numpy as np
 
 from index import planner
+from index.checks import MAX_K, as_vectors, check_ids, check_k
 from index.errors import InvalidArgument, NotFound, StorageFailure
+from index.hits import Hit, exact_search, to_hits
 from index.metadata import Item, MetadataStore, NewItem, check_filter
+from index.rebuild import build_from_sqlite, plan, tune
+from index.recovery import load_index, replay
 from index.rwlock import RWLock
-from index.snapshot import CorruptSnapshot, read_snapshot, write_snapshot
+from index.snapshot import write_snapshot
 from index.vector_index import KINDS, METRICS, IndexSpec, VectorIndex
 
 log = logging.getLogger(__name__)
 
-MAX_K = 10_000
-MAX_ID_LENGTH = 512
+__all__ = ["MAX_K", "Collection", "CollectionConfig", "Hit"]
+
 #: Filters matching at most this many items are answered exactly from SQLite's vectors.
 EXACT_FILTER_MAX = 50_000
 #: HNSW is rebuilt when tombstones exceed this fraction of its vectors.
 TOMBSTONE_REBUILD_FRACTION = 0.2
-
-
-@dataclass(frozen=True)
-class Hit:
-    external_id: str
-    score: float
-    uri: str
-    content_hash: str
-    metadata: dict[str, Any]
 
 
 @dataclass
@@ -118,63 +112,13 @@ class Collection:
             **{k: v for k, v in meta.get_setting("config").items() if k in known}
         )
         spec = IndexSpec.from_dict(meta.get_setting("spec"))
-        vectors, seq = cls._load_vectors(folder, meta, config, spec)
+        vectors, seq = load_index(folder, meta, config, spec)
         collection = cls(folder, config, meta, vectors)
         collection._snapshot_seq = seq
-        collection._applied_seq = seq
-        collection._replay()
+        collection._vi, collection._applied_seq = replay(vectors, meta, config, folder.name, seq)
         with collection._writer:  # a re-plan abandoned at the last close starts again now
             collection._after_write()
         return collection
-
-    @staticmethod
-    def _load_vectors(folder: Path, meta: MetadataStore, config: CollectionConfig, spec: IndexSpec):
-        try:
-            snap = read_snapshot(folder / "index.faiss")
-            if "spec" in snap.header:  # the structure the snapshot holds, whatever the settings say
-                spec = IndexSpec.from_dict(snap.header["spec"])
-            vectors = VectorIndex.deserialize(
-                snap.index_bytes, spec, config.dim, config.metric, snap.header.get("tombstones", ())
-            )
-            return vectors, snap.seq
-        except (CorruptSnapshot, ValueError, RuntimeError) as exc:
-            if (folder / "index.faiss").exists() or meta.count():
-                log.warning("collection %s: %s; rebuilding the index from SQLite", folder.name, exc)
-            return _build_from_sqlite(meta, config, spec), meta.last_seq()
-
-    def _replay(self) -> None:
-        """Apply the logged changes after the snapshot's ``seq``, by their net effect.
-
-        Internal ids are never reused, so an id both added and deleted after the snapshot was never
-        in it and needs nothing; other deletes leave the snapshot, other adds join it with their
-        vectors from SQLite. (Replaying in order instead breaks when a vector added and later deleted
-        is no longer in SQLite to add.) Any disagreement left ends in a rebuild from SQLite below.
-        """
-        changes = self.meta.changes_after(self._applied_seq)
-        added = {item_id for _, op, item_id in changes if op == "add"}
-        deleted = {item_id for _, op, item_id in changes if op == "del"}
-        consistent = True
-        try:
-            self._vi.remove(np.fromiter(deleted - added, dtype=np.int64))
-            ids, vectors = self.meta.vectors_for(sorted(added - deleted), self.config.dim)
-            self._vi.add(ids, vectors)
-        except RuntimeError as exc:  # a delete of a vector the snapshot lacks: rebuild below
-            log.warning("collection %s: replay failed (%s)", self.name, exc)
-            consistent = False
-        if changes:
-            self._applied_seq = changes[-1][0]
-            log.info(
-                "collection %s: replayed %d changes after the snapshot", self.name, len(changes)
-            )
-        if not consistent or self._vi.live != self.meta.count():
-            log.warning(
-                "collection %s: index has %d vectors, SQLite %d; rebuilding from SQLite",
-                self.name,
-                self._vi.live,
-                self.meta.count(),
-            )
-            self._vi = _build_from_sqlite(self.meta, self.config, self._vi.spec)
-            self._applied_seq = self.meta.last_seq()
 
     def close(self) -> None:
         """Snapshot and close. A background re-plan still running is abandoned, not waited for:
@@ -196,49 +140,8 @@ class Collection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- validation -------------------------------------------------------------------------------
-    def _vectors(self, vectors: Any, what: str = "vectors") -> np.ndarray:
-        try:
-            array = np.asarray(vectors, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgument(f"{what} must be numbers: {exc}") from exc
-        if array.ndim == 1:
-            array = array[None, :]
-        if array.ndim != 2 or array.shape[1] != self.config.dim:
-            raise InvalidArgument(
-                f"{what} must have dimension {self.config.dim} (collection {self.name!r}), got shape {array.shape}"
-            )
-        if not np.isfinite(array).all():
-            raise InvalidArgument(f"{what} contain NaN or infinite values")
-        if self.config.metric == "cosine":
-            norms = np.linalg.norm(array, axis=1, keepdims=True)
-            if (norms == 0).any():
-                raise InvalidArgument(
-                    f"{what} contain an all-zero vector, which has no cosine similarity"
-                )
-            array = array / norms
-        return np.ascontiguousarray(array, dtype=np.float32)
-
-    @staticmethod
-    def _check_k(k: int) -> None:
-        if not isinstance(k, int) or isinstance(k, bool) or k <= 0 or k > MAX_K:
-            raise InvalidArgument(f"k must be an integer in 1..{MAX_K}, got {k!r}")
-
-    @staticmethod
-    def _check_ids(ids: Sequence[str]) -> None:
-        seen: set[str] = set()
-        for external_id in ids:
-            if (
-                not isinstance(external_id, str)
-                or not external_id
-                or len(external_id) > MAX_ID_LENGTH
-            ):
-                raise InvalidArgument(
-                    f"ids must be non-empty strings of at most {MAX_ID_LENGTH} characters"
-                )
-            if external_id in seen:
-                raise InvalidArgument(f"id {external_id!r} appears twice in one request")
-            seen.add(external_id)
+    def _vectors(self, vectors: Any, what: str) -> np.ndarray:
+        return as_vectors(vectors, self.config.dim, self.config.metric, self.name, what)
 
     # -- writes -----------------------------------------------------------------------------------
     def add(self, items: Sequence[NewItem]) -> list[str]:
@@ -252,7 +155,7 @@ class Collection:
     def _write(self, items: Sequence[NewItem], replace: bool) -> list[str]:
         if not items:
             return []
-        self._check_ids([item.external_id for item in items])
+        check_ids([item.external_id for item in items])
         try:
             rows = [np.asarray(item.vector, dtype=np.float32).ravel() for item in items]
         except (TypeError, ValueError) as exc:
@@ -263,7 +166,7 @@ class Collection:
                     f"vector of id {item.external_id!r} has dimension {row.shape[0]}; "
                     f"collection {self.name!r} has dimension {self.config.dim}"
                 )
-        vectors = self._vectors(np.stack(rows))
+        vectors = self._vectors(np.stack(rows), "vectors")
         clean = [
             NewItem(i.external_id, v, i.uri, i.content_hash, i.metadata)
             for i, v in zip(items, vectors, strict=True)
@@ -280,7 +183,7 @@ class Collection:
 
     def delete(self, external_ids: Sequence[str], missing_ok: bool = False) -> int:
         """Delete by id; unknown ids raise :class:`NotFound` (nothing deleted) unless ``missing_ok``."""
-        self._check_ids(external_ids)
+        check_ids(external_ids)
         with self._writer:
             if not missing_ok:
                 known = self.meta.items_by_external(external_ids, self.config.dim)
@@ -333,10 +236,10 @@ class Collection:
         try:
             count = self.meta.count()
             started = time.perf_counter()
-            spec = self._plan(spec, count)
+            spec = plan(spec, count, self.config)
             built: set[int] = set()
-            fresh = _build_from_sqlite(self.meta, self.config, spec, built)
-            self._tune(fresh, self.config.target_recall, only=built)
+            fresh = build_from_sqlite(self.meta, self.config, spec, built)
+            tune(fresh, self.meta, self.config, self.config.target_recall, only=built)
             with self._writer:
                 if self._closed:
                     log.info(
@@ -397,7 +300,7 @@ class Collection:
             self.meta.set_setting("config", {**self.config.__dict__})
 
     def get(self, external_ids: Sequence[str]) -> list[Item]:
-        self._check_ids(external_ids)
+        check_ids(external_ids)
         found = self.meta.items_by_external(external_ids, self.config.dim)
         missing = [i for i in external_ids if i not in found]
         if missing:
@@ -415,7 +318,7 @@ class Collection:
         params: dict[str, int] | None = None,
     ) -> list[list[Hit]]:
         """Top-``k`` hits for each query vector; ``filter=(field, value)`` keeps metadata equality matches."""
-        self._check_k(k)
+        check_k(k)
         q = self._vectors(queries, "query vectors")
         allowed = None
         if filter is not None:
@@ -427,41 +330,20 @@ class Collection:
                 return self._exact_search(q, k, allowed)
         with self._lock.read():
             scores, ids = self._vi.search(q, k, allowed=allowed, params=params)
-        return self._hits(scores, ids)
+        return to_hits(self.meta, scores, ids)
 
     def search_by_id(
         self, external_id: str, k: int = 10, filter: tuple[str, Any] | None = None
     ) -> list[Hit]:
         """ "More like this": neighbours of a stored item, itself excluded."""
-        self._check_k(k)
+        check_k(k)
         item = self.get([external_id])[0]
         hits = self.search(item.vector, min(k + 1, MAX_K), filter)[0]
         return [h for h in hits if h.external_id != external_id][:k]
 
     def _exact_search(self, q: np.ndarray, k: int, allowed: np.ndarray) -> list[list[Hit]]:
         ids, vectors = self.meta.vectors_for(allowed.tolist(), self.config.dim)
-        if self.config.metric == "l2":
-            score = (q**2).sum(1, keepdims=True) - 2 * q @ vectors.T + (vectors**2).sum(1)
-            order = np.argsort(score, axis=1)[:, :k]
-        else:
-            score = q @ vectors.T
-            order = np.argsort(-score, axis=1)[:, :k]
-        return self._hits(np.take_along_axis(score, order, 1), ids[order])
-
-    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[list[Hit]]:
-        items = self.meta.items_by_internal(np.unique(ids[ids >= 0]).tolist())
-        out = []
-        for row_scores, row_ids in zip(scores, ids, strict=True):
-            hits = []
-            for score, internal in zip(row_scores, row_ids, strict=True):
-                item = items.get(int(internal))
-                if internal < 0 or item is None or math.isnan(score):
-                    continue  # padding, or deleted between the FAISS search and this lookup
-                hits.append(
-                    Hit(item.external_id, float(score), item.uri, item.content_hash, item.metadata)
-                )
-            out.append(hits)
-        return out
+        return to_hits(self.meta, *exact_search(q, ids, vectors, k, self.config.metric))
 
     def stats(self) -> dict[str, Any]:
         vi = self._vi
@@ -531,21 +413,12 @@ class Collection:
         self, spec: IndexSpec | None, target_recall: float | None = None
     ) -> dict[str, Any]:
         count = self.meta.count()
-        spec = self._plan(spec, count)
+        spec = plan(spec, count, self.config)
         started = time.perf_counter()
-        fresh = _build_from_sqlite(self.meta, self.config, spec)
-        tuned = self._tune(fresh, target_recall or self.config.target_recall)
+        fresh = build_from_sqlite(self.meta, self.config, spec)
+        tuned = tune(fresh, self.meta, self.config, target_recall or self.config.target_recall)
         self._install(fresh, count)
         return {"spec": fresh.spec.to_dict(), "seconds": time.perf_counter() - started, **tuned}
-
-    def _plan(self, spec: IndexSpec | None, count: int) -> IndexSpec:
-        if spec is None:
-            return planner.choose_spec(
-                count, self.config.dim, self.config.memory_budget_bytes, self.config.exact_below
-            )
-        if spec.kind.startswith("ivf") and not spec.nlist:
-            spec.nlist = planner.default_nlist(count)
-        return spec
 
     def _install(self, fresh: VectorIndex, count: int) -> None:
         """Swap in ``fresh``, which holds exactly SQLite's vectors now (writer lock held)."""
@@ -556,33 +429,6 @@ class Collection:
         self.meta.set_setting("built_for", count)
         self._built_for = count
         self._snapshot_locked(force=True)
-
-    def _tune(
-        self,
-        vi: VectorIndex,
-        target_recall: float,
-        queries: int = 200,
-        k: int = 10,
-        only: set[int] | None = None,
-    ) -> dict[str, Any]:
-        """Pick nprobe / efSearch for ``target_recall`` on held-out queries (stored vectors + small
-        noise). ``only``: the ids ``vi`` holds, when SQLite has moved on since it was built (the
-        truth must come from the same vectors, or recall looks low and the search gets slow)."""
-        if vi.spec.kind == "flat" or vi.live < 2 * queries:
-            return {}
-        ids, base = _all_vectors(self.meta, self.config.dim)
-        if only is not None:
-            keep = np.isin(ids, np.fromiter(only, dtype=np.int64, count=len(only)))
-            ids, base = ids[keep], base[keep]
-        pick = np.random.default_rng(0).choice(len(ids), size=queries, replace=False)
-        held_out = base[pick] + np.random.default_rng(1).normal(0, 0.01, (queries, base.shape[1]))
-        held_out = held_out.astype(np.float32)
-        if self.config.metric == "cosine":
-            held_out /= np.linalg.norm(held_out, axis=1, keepdims=True)
-        truth = planner.exact_neighbours(ids, base, held_out, k, self.config.metric)
-        result = planner.tune(vi, held_out, truth, k, target_recall)
-        vi.spec.params[result.param] = result.value
-        return {"tuned": {result.param: result.value}, "recall_at_10": result.recall}
 
     def integrity(self) -> dict[str, Any]:
         """SQLite's integrity check and whether FAISS holds exactly SQLite's live vectors."""
@@ -595,38 +441,6 @@ class Collection:
 
 def _empty_spec(kind: str) -> IndexSpec:
     return IndexSpec(kind=kind)
-
-
-def _all_vectors(meta: MetadataStore, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    batches = list(meta.iter_vectors(dim))
-    if not batches:
-        return np.empty(0, np.int64), np.empty((0, dim), np.float32)
-    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
-
-
-def _build_from_sqlite(
-    meta: MetadataStore, config: CollectionConfig, spec: IndexSpec, added: set[int] | None = None
-) -> VectorIndex:
-    """A fresh index holding SQLite's vectors (trained on a sample for IVF kinds); the internal ids
-    it added go into ``added`` when given."""
-    vi = VectorIndex(IndexSpec.from_dict(spec.to_dict()), config.dim, config.metric)
-    if vi.needs_training:
-        count = meta.count()
-        if count < max(vi.spec.nlist, 1):
-            log.warning(
-                "only %d vectors for %d IVF cells; using an exact index until there are more",
-                count,
-                vi.spec.nlist,
-            )
-            vi = VectorIndex(IndexSpec(kind="flat"), config.dim, config.metric)
-        else:
-            size = min(count, max(256 * vi.spec.nlist, 10_000), 200_000)
-            vi.train(meta.sample_vectors(size, config.dim)[1])
-    for ids, vectors in meta.iter_vectors(config.dim):
-        vi.add(ids, vectors)
-        if added is not None:
-            added.update(ids.tolist())
-    return vi
 
 
 def _file_size(path: Path) -> int:

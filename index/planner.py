@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from index.hits import exact_search
 from index.vector_index import IndexSpec, VectorIndex, _default_pq_m, default_nlist
 
 EXACT_BELOW = 50_000
@@ -53,17 +54,7 @@ def exact_neighbours(
     base_ids: np.ndarray, base: np.ndarray, queries: np.ndarray, k: int, metric: str
 ) -> np.ndarray:
     """Ground truth ``(q, k)`` internal ids by brute force (numpy, chunked)."""
-    out = []
-    for start in range(0, len(queries), 256):
-        q = queries[start : start + 256]
-        if metric == "l2":
-            score = -((q**2).sum(1, keepdims=True) - 2 * q @ base.T + (base**2).sum(1))
-        else:
-            score = q @ base.T
-        top = np.argpartition(-score, min(k, score.shape[1] - 1), axis=1)[:, :k]
-        order = np.take_along_axis(score, top, 1).argsort(axis=1)[:, ::-1]
-        out.append(base_ids[np.take_along_axis(top, order, 1)])
-    return np.concatenate(out)
+    return exact_search(queries, base_ids, base, k, metric)[1]
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:

@@ -317,13 +317,13 @@ def test_a_snapshot_taken_during_a_rebuild_is_replaced_by_the_rebuilt_index(
     from index.snapshot import read_snapshot
 
     release = threading.Event()
-    real_build = collection_module._build_from_sqlite
+    real_build = collection_module.build_from_sqlite
 
     def held_build(*args, **kwargs):
         assert release.wait(60)
         return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(collection_module, "_build_from_sqlite", held_build)
+    monkeypatch.setattr(collection_module, "build_from_sqlite", held_build)
     store = Store(tmp_path)
     col = store.create(
         "grow", CollectionConfig(dim=16, memory_budget_bytes=500_000, exact_below=2000)
