@@ -1,20 +1,18 @@
 """What the service does, free of gRPC: embed, search, upsert, delete, get, index, info.
 
 The servicer (``servicer.py``) converts protos to these calls and back. Work that blocks runs off the
-event loop: image decoding in a small thread pool, inference in the micro-batcher's thread, SQLite
-and FAISS in the store's thread pool. The core never imports torch: models come from the bundle's
-ONNX files, vectors live in ``index``.
+event loop: image decoding in a small thread pool (``request_images.py``), inference in the
+micro-batcher's thread, Denoise and Reconstruct in a thread of their own (``image_models.py``),
+SQLite and FAISS in the store's thread pool. The core never imports torch: models come from the
+bundle's ONNX files, vectors live in ``index``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import json
 import logging
-import math
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,18 +24,20 @@ import numpy as np
 from bundle.manifest import Manifest, load_manifest
 from bundle.preprocess import normalize
 from bundle.runtime import Decoder, Denoiser, Encoder
-from index.collection import MAX_K, CollectionConfig, Hit
+from index.checks import MAX_K
+from index.collection import CollectionConfig
 from index.faiss_loader import configure_threads
+from index.hits import Hit
 from index.metadata import Item, NewItem
 from index.store import Store
 from serving.batcher import MicroBatcher
-from serving.errors import BadRequest, InvalidImage, MissingModel
-from serving.images import ImageLimits, decode_for_model, decode_rgb, encode_png
+from serving.errors import BadRequest, InvalidImage
+from serving.image_models import ImageModels
+from serving.images import ImageLimits
+from serving.request_images import RequestImages
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
-INLINE_DECODE_BYTES = 16 * 1024
-INLINE_DECODE_PIXELS = 128 * 128
 
 
 @dataclass
@@ -93,18 +93,6 @@ def parse_metadata(text: str) -> dict[str, Any]:
     return value
 
 
-def _decode_chunk(
-    images: list[bytes], size: int, limits: ImageLimits
-) -> list[np.ndarray | InvalidImage]:
-    out: list[np.ndarray | InvalidImage] = []
-    for data in images:
-        try:
-            out.append(decode_for_model(data, size, limits))
-        except InvalidImage as exc:
-            out.append(exc)
-    return out
-
-
 class SearchService:
     """What the RPCs do, with no transport: models, micro-batching, the store.
 
@@ -121,18 +109,11 @@ class SearchService:
         self.on_batch = on_batch
         self.manifest: Manifest | None = None
         self.encoder: Encoder | None = None
-        self.decoder: Decoder | None = None
-        self.denoiser: Denoiser | None = None
+        self.images: ImageModels | None = None
+        self.requests: RequestImages | None = None
         self.batcher: MicroBatcher | None = None
         self.store: Store | None = None
-        self._inline_limits = dataclasses.replace(
-            config.limits, max_pixels=min(config.limits.max_pixels, INLINE_DECODE_PIXELS)
-        )
-        self._decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
         self._store_pool = ThreadPoolExecutor(2, thread_name_prefix="store")
-        # Denoise / Reconstruct run whole images through a model for up to seconds: one thread of
-        # their own, so they queue behind each other and never hold up Embed's decoding.
-        self._image_pool = ThreadPoolExecutor(1, thread_name_prefix="image-models")
         self.ready = False
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -147,12 +128,13 @@ class SearchService:
                 self.manifest, self.config.int8, self.config.device, self.config.ort_threads
             ),
         )
+        decoder = denoiser = None
         if self.manifest.has("decoder"):
-            self.decoder = await loop.run_in_executor(
+            decoder = await loop.run_in_executor(
                 None, lambda: Decoder(self.manifest, self.config.device, self.config.ort_threads)
             )
         if self.manifest.has("denoiser"):
-            self.denoiser = await loop.run_in_executor(
+            denoiser = await loop.run_in_executor(
                 None,
                 lambda: Denoiser(
                     self.manifest,
@@ -161,6 +143,20 @@ class SearchService:
                     self.config.denoise_ensemble,
                 ),
             )
+        self.images = ImageModels(
+            self.config.bundle,
+            denoiser,
+            decoder,
+            self.config.limits,
+            self.config.max_denoise_pixels,
+            self.manifest.embedding_dim,
+        )
+        self.requests = RequestImages(
+            self.manifest.input_size,
+            self.config.limits,
+            self.config.decode_threads,
+            self.config.max_request_images,
+        )
         self.batcher = MicroBatcher(
             self._encode_pixels,
             self.config.max_batch,
@@ -198,9 +194,10 @@ class SearchService:
             await self.batcher.stop()
         if self.store is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)
-        self._decode_pool.shutdown(wait=True)
+        for pool in (self.requests, self.images):
+            if pool is not None:
+                pool.close()
         self._store_pool.shutdown(wait=True)
-        self._image_pool.shutdown(wait=True)
 
     async def _store(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._store_pool, fn, *args)
@@ -209,48 +206,6 @@ class SearchService:
         return self.store.get(name or self.config.default_collection)
 
     # -- embeddings -------------------------------------------------------------------------------
-    async def decode(self, images: list[bytes]) -> np.ndarray:
-        """Encoded images -> ``(n, S, S, 3)`` uint8, in parallel; the first bad image fails the call."""
-        if not images:
-            raise BadRequest("no images in the request")
-        if len(images) > self.config.max_request_images:
-            raise BadRequest(
-                f"{len(images)} images in one request; the limit is {self.config.max_request_images}"
-            )
-        results = await self._decode_many(images)
-        for i, result in enumerate(results):
-            if isinstance(result, InvalidImage):
-                if len(images) > 1:
-                    raise InvalidImage(f"image {i}: {result}") from result
-                raise result
-        return np.stack(results)
-
-    async def _decode_many(self, images: list[bytes]) -> list[np.ndarray | InvalidImage]:
-        """Decode a batch in one executor job per decode thread (not one per image: for small images
-        the hand-off costs as much as the decode). Bad images come back as their error."""
-        if not images:
-            return []
-        size, limits = self.manifest.input_size, self.config.limits
-        if len(images) == 1 and len(images[0]) <= INLINE_DECODE_BYTES:
-            # One small image (a thumbnail-sized query): decoding it here costs less than handing
-            # it to a thread and back. A pixel cap keeps a tiny file that expands into a huge
-            # image off the event loop: anything over it takes the thread path below.
-            try:
-                return [decode_for_model(images[0], size, self._inline_limits)]
-            except InvalidImage:
-                pass  # over the cap, or bad: the thread path decodes again and says why
-        loop = asyncio.get_running_loop()
-        chunk = -(-len(images) // self.config.decode_threads)
-        parts = await asyncio.gather(
-            *(
-                loop.run_in_executor(
-                    self._decode_pool, _decode_chunk, images[i : i + chunk], size, limits
-                )
-                for i in range(0, len(images), chunk)
-            )
-        )
-        return [result for part in parts for result in part]
-
     def _encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """``(B, S, S, 3)`` uint8 -> ``(B, D)``, in the batcher's thread: normalising there, once per
         batch, keeps ~15 us per image off the event loop, which serves every call's messages."""
@@ -261,7 +216,8 @@ class SearchService:
         return await self.batcher(pixels)
 
     async def embed(self, images: list[bytes]) -> np.ndarray:
-        return await self.embed_pixels(await self.decode(images))
+        """Encoded images -> ``(n, D)`` embeddings; the first bad image fails the call."""
+        return await self.embed_pixels(await self.requests.decode(images))
 
     # -- search -----------------------------------------------------------------------------------
     def _check_k(self, k: int) -> None:
@@ -341,7 +297,7 @@ class SearchService:
             else:
                 known.add(digest)  # a second copy inside this batch is a duplicate too
                 fresh.append(i)
-        decoded = await self._decode_many([batch[i][1] for i in fresh])
+        decoded = await self.requests.decode_each([batch[i][1] for i in fresh])
         todo = []
         for i, pixels in zip(fresh, decoded, strict=True):
             item_id, _, uri, meta_text = batch[i]
@@ -368,60 +324,13 @@ class SearchService:
     # -- image-to-image ---------------------------------------------------------------------------
     async def denoise(self, image: bytes, sigma: float) -> bytes:
         """The denoised image as PNG, full size; ``sigma`` on the 0-255 scale, 0 = unknown (blind)."""
-        if self.denoiser is None:
-            raise MissingModel(
-                f"the bundle at {self.config.bundle} has no denoiser; train one with "
-                "'simclr train-denoiser' and add it with 'simclr export --denoiser'"
-            )
-        if not math.isfinite(sigma) or not 0 <= sigma <= 255:
-            raise BadRequest(
-                f"noise_sigma must be between 0 and 255 on the 0-255 scale (0 = unknown), got {sigma}"
-            )
-        loop = asyncio.get_running_loop()
-        limits = dataclasses.replace(
-            self.config.limits,
-            max_pixels=min(self.config.limits.max_pixels, self.config.max_denoise_pixels),
-        )
-        pixels = await loop.run_in_executor(self._image_pool, decode_rgb, image, limits)
-        gone = threading.Event()  # set when the caller cancels or its deadline passes
-        try:
-            clean = await loop.run_in_executor(
-                self._image_pool,
-                self.denoiser,
-                pixels,
-                float(sigma) if sigma > 0 else None,
-                gone.is_set,
-            )
-        except asyncio.CancelledError:
-            gone.set()  # the running tile loop stops at its next group; queued work is dropped
-            raise
-        return await loop.run_in_executor(self._image_pool, encode_png, clean)
+        return await self.images.denoise(image, sigma)
 
     async def reconstruct(self, image: bytes | None, embedding: np.ndarray | None) -> bytes:
         """An image for an embedding (or for an image's embedding), as PNG at the encoder's input size."""
-        if self.decoder is None:
-            raise MissingModel(
-                f"the bundle at {self.config.bundle} has no decoder; train one with 'simclr train-decoder' "
-                "and add it with 'simclr export --decoder'"
-            )
-        if image is not None:
+        if image is not None and self.images.decoder is not None:
             embedding = (await self.embed([image]))[0]
-        if (
-            embedding is None
-            or embedding.ndim != 1
-            or embedding.shape[0] != self.manifest.embedding_dim
-        ):
-            got = "none" if embedding is None else embedding.shape[0]
-            raise BadRequest(
-                f"the embedding must have {self.manifest.embedding_dim} values, got {got}"
-            )
-        if not np.isfinite(embedding).all() or not np.any(embedding):
-            raise BadRequest("the embedding must be finite and not all zero")
-        loop = asyncio.get_running_loop()
-        pixels = await loop.run_in_executor(self._image_pool, self.decoder, embedding[None, :])
-        return encode_png(
-            (np.clip(pixels[0], 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8)
-        )
+        return await self.images.reconstruct(embedding)
 
     # -- info -------------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:

@@ -1,0 +1,97 @@
+"""Request images -> model-sized pixels, decoded where it costs the event loop least.
+
+Every Embed, Search-by-image, Upsert and IndexImages call starts here. Decoding blocks, so it runs in
+a small thread pool, one executor job per thread rather than per image (for thumbnails the hand-off
+costs as much as the decode); one small image is decoded inline, under a pixel cap that keeps a tiny
+file expanding into a huge image off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from serving.errors import BadRequest, InvalidImage
+from serving.images import ImageLimits, decode_for_model
+
+INLINE_DECODE_BYTES = 16 * 1024
+INLINE_DECODE_PIXELS = 128 * 128
+
+
+def decode_chunk(
+    images: list[bytes], size: int, limits: ImageLimits
+) -> list[np.ndarray | InvalidImage]:
+    """Decode each image to ``(size, size, 3)`` uint8; a bad one comes back as its error."""
+    out: list[np.ndarray | InvalidImage] = []
+    for data in images:
+        try:
+            out.append(decode_for_model(data, size, limits))
+        except InvalidImage as exc:
+            out.append(exc)
+    return out
+
+
+class RequestImages:
+    """Decodes request images for a model of input ``size`` with ``threads`` decode threads.
+
+    Args:
+        size: the encoder's square input side (the manifest's ``input_size``).
+        limits: byte / pixel limits and allowed formats, checked before any pixel is decoded.
+        threads: decode threads (set with the ONNX Runtime and FAISS threads to share the cores).
+        max_images: most images one request may carry.
+    """
+
+    def __init__(self, size: int, limits: ImageLimits, threads: int, max_images: int) -> None:
+        if size <= 0 or threads <= 0 or max_images <= 0:
+            raise ValueError(
+                f"size, threads and max_images must be positive, got {size}, {threads}, {max_images}"
+            )
+        self.size = size
+        self.limits = limits
+        self.threads = threads
+        self.max_images = max_images
+        self._inline_limits = dataclasses.replace(
+            limits, max_pixels=min(limits.max_pixels, INLINE_DECODE_PIXELS)
+        )
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    async def decode(self, images: list[bytes]) -> np.ndarray:
+        """Encoded images -> ``(n, S, S, 3)`` uint8, in parallel; the first bad image fails the call."""
+        if not images:
+            raise BadRequest("no images in the request")
+        if len(images) > self.max_images:
+            raise BadRequest(f"{len(images)} images in one request; the limit is {self.max_images}")
+        results = await self.decode_each(images)
+        for i, result in enumerate(results):
+            if isinstance(result, InvalidImage):
+                if len(images) > 1:
+                    raise InvalidImage(f"image {i}: {result}") from result
+                raise result
+        return np.stack(results)
+
+    async def decode_each(self, images: list[bytes]) -> list[np.ndarray | InvalidImage]:
+        """Decode a batch, one result per image: ``(S, S, 3)`` uint8 pixels or the image's error."""
+        if not images:
+            return []
+        if len(images) == 1 and len(images[0]) <= INLINE_DECODE_BYTES:
+            try:
+                return [decode_for_model(images[0], self.size, self._inline_limits)]
+            except InvalidImage:
+                pass  # over the cap, or bad: the thread path decodes again and says why
+        loop = asyncio.get_running_loop()
+        chunk = -(-len(images) // self.threads)
+        parts = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    self._pool, decode_chunk, images[i : i + chunk], self.size, self.limits
+                )
+                for i in range(0, len(images), chunk)
+            )
+        )
+        return [result for part in parts for result in part]
