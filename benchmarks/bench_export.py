@@ -5,8 +5,12 @@ For ResNet-18 (small stem, 32 px) and the compact encoder it exports the encoder
 calibrated on CIFAR-10 images, and times batch 1 and batch 32 with each runtime, with achieved
 GFLOP/s. With ``--checkpoint`` (a trained model) it also measures what INT8 costs in kNN top-1 on
 CIFAR-10 test (bank: CIFAR-10 train), and the effect of ORT's full graph optimisation vs basic.
+With ``--bundle`` (a model bundle that holds an INT8 encoder, such as the one the repository ships)
+it measures the same on the bundle's own files, on the served embeddings (whitened h), so a fresh
+clone can check what the shipped INT8 encoder costs without the training run behind it.
 
     python benchmarks/bench_export.py --checkpoint runs/quality/checkpoint.pt
+    python benchmarks/bench_export.py --bundle models/compact-cifar10
     python benchmarks/bench_export.py --quick
 """
 
@@ -25,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import cifar, emit, machine
+from bundle.manifest import load_manifest
 from bundle.runtime import session
 from training.checkpoint import load_checkpoint
 from training.data.library import build_library
@@ -88,11 +93,13 @@ def _ort(path: Path, optimization: str):
     return lambda x: sess.run(None, {name: x})[0]
 
 
-def embed_all(fn, images: np.ndarray, batch: int = 256) -> torch.Tensor:
+def embed_all(
+    fn, images: np.ndarray, batch: int = 256, mean: tuple = MEAN, std: tuple = STD
+) -> torch.Tensor:
     out = []
     for start in range(0, len(images), batch):
         x = np.asarray(images[start : start + batch]).astype(np.float32) / 255.0
-        x = ((x - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)).transpose(0, 3, 1, 2)
+        x = ((x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(0, 3, 1, 2)
         out.append(torch.from_numpy(np.asarray(fn(np.ascontiguousarray(x)))))
     return torch.cat(out)
 
@@ -109,15 +116,20 @@ def knn_int8_vs_fp32(checkpoint: str, out: Path, calibration: np.ndarray, quick:
         "embeddings",
     )
     quantize_int8(out / "trained.onnx", out / "trained.int8.onnx", calibration)
+    return knn_of_files(out / "trained.onnx", out / "trained.int8.onnx", MEAN, STD, quick)
+
+
+def knn_of_files(fp32: Path, int8: Path, mean: tuple, std: tuple, quick: bool) -> dict:
+    """kNN top-1 on CIFAR-10 test (bank: CIFAR-10 train) through two encoder files, fp32 and INT8."""
     cache = Path(tempfile.gettempdir()) / "simclr-bench-cache"
     bank = build_library(cifar("train"), 32, cache, progress=False)
     test = build_library(cifar("test"), 32, cache, progress=False)
     n_bank, n_test = (5000, 1000) if quick else (len(bank), len(test))
     result = {}
-    for name, path in (("fp32", out / "trained.onnx"), ("int8", out / "trained.int8.onnx")):
+    for name, path in (("fp32", fp32), ("int8", int8)):
         fn = _ort(path, "all")
-        feats_bank = embed_all(fn, bank.images[:n_bank])
-        feats_test = embed_all(fn, test.images[:n_test])
+        feats_bank = embed_all(fn, bank.images[:n_bank], mean=mean, std=std)
+        feats_test = embed_all(fn, test.images[:n_test], mean=mean, std=std)
         result[f"knn_top1_{name}"] = knn_accuracy(
             feats_bank, bank.labels[:n_bank], feats_test, test.labels[:n_test]
         )
@@ -148,6 +160,9 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--checkpoint", help="a trained checkpoint for the INT8 kNN comparison")
+    parser.add_argument(
+        "--bundle", help="a model bundle with an INT8 encoder for the INT8 kNN comparison"
+    )
     parser.add_argument("--denoiser", default="", help="denoiser checkpoint (default: untrained)")
     parser.add_argument("--encoders", nargs="+", default=["resnet18", "compact"])
     args = parser.parse_args()
@@ -184,8 +199,21 @@ def main() -> None:
             f"  ONNX Runtime fp32 / eager at batch 1: {row['ort_fp32_vs_eager_b1']:.2f}x; "
             f"INT8 / fp32 at batch 32: {row['int8_vs_ort_fp32_b32']:.2f}x"
         )
-    if args.checkpoint:
-        result["knn"] = knn_int8_vs_fp32(args.checkpoint, out, calibration, args.quick)
+    if args.checkpoint or args.bundle:
+        if args.checkpoint:
+            result["knn"] = knn_int8_vs_fp32(args.checkpoint, out, calibration, args.quick)
+        else:
+            manifest = load_manifest(args.bundle)
+            if not manifest.has("encoder_int8"):
+                raise SystemExit(f"{args.bundle} holds no INT8 encoder (simclr export --int8)")
+            result["knn"] = knn_of_files(
+                manifest.path("encoder"),
+                manifest.path("encoder_int8"),
+                tuple(manifest.mean),
+                tuple(manifest.std),
+                args.quick,
+            )
+            result["knn"]["bundle"] = args.bundle
         knn = result["knn"]
         print(
             f"\nkNN top-1 on CIFAR-10 test: fp32 {100 * knn['knn_top1_fp32']:.2f}%, INT8 "
