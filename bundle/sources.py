@@ -13,10 +13,13 @@ Archives are read sequentially (gzip allows nothing else), so the unit this modu
 from __future__ import annotations
 
 import os
+import posixpath
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from bundle.tar_reader import READ_ERRORS, NotSimpleTar, iter_members, open_tar
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -45,8 +48,16 @@ def _label_for(relative: PurePosixPath) -> str | None:
     return relative.parent.name if len(relative.parts) > 1 else None
 
 
+def _label_of(name: str) -> str | None:
+    """``_label_for`` of a member name, without building a path object for the usual plain names."""
+    if "//" in name or "/./" in name or name.startswith("./") or name.endswith("/"):
+        return _label_for(PurePosixPath(name))
+    parts = name.rsplit("/", 2)
+    return parts[-2] if len(parts) > 1 else None
+
+
 def _has_image_extension(name: str) -> bool:
-    return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
+    return posixpath.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def _walk(root: str) -> Iterator[str]:
@@ -117,6 +128,36 @@ def _read_file(path: str, skipped: list[tuple[str, str]]) -> bytes | None:
 
 
 def _iter_archive(
+    path: Path, skipped: list[tuple[str, str]]
+) -> Iterator[tuple[ImageRecord, bytes]]:
+    """Plain and gzip tars through ``bundle.tar_reader`` (a few us a member); anything else, and
+    tars whose first header it cannot read, through ``tarfile`` (which also reads bz2 and xz)."""
+    try:
+        stream = open_tar(path)
+    except NotSimpleTar:
+        yield from _iter_archive_tarfile(path, skipped)
+        return
+    except OSError as exc:
+        skipped.append((str(path), f"unreadable archive: {exc}"))
+        return
+
+    def wanted(name: str, size: int) -> bool:
+        return size <= MAX_FILE_BYTES and _has_image_extension(name)
+
+    with stream:
+        try:
+            for name, size, data in iter_members(stream, wanted):
+                uri = f"{path}::{name}"
+                if data is None:
+                    if _has_image_extension(name):
+                        skipped.append((uri, f"member is {size} bytes, over {MAX_FILE_BYTES}"))
+                    continue
+                yield ImageRecord(uri, _label_of(name)), data
+        except READ_ERRORS as exc:
+            skipped.append((str(path), f"archive truncated or corrupt: {exc}"))
+
+
+def _iter_archive_tarfile(
     path: Path, skipped: list[tuple[str, str]]
 ) -> Iterator[tuple[ImageRecord, bytes]]:
     try:
