@@ -162,7 +162,7 @@ def _iter_archive_tarfile(
 ) -> Iterator[tuple[ImageRecord, bytes]]:
     try:
         archive = tarfile.open(path, mode="r:*")  # noqa: SIM115 (closed by the with below)
-    except (OSError, tarfile.TarError) as exc:
+    except (*READ_ERRORS, tarfile.TarError) as exc:  # a gzip cut short raises EOFError here
         skipped.append((str(path), f"unreadable archive: {exc}"))
         return
     with archive:
@@ -179,5 +179,5 @@ def _iter_archive_tarfile(
                     skipped.append((uri, "not extractable"))
                     continue
                 yield ImageRecord(uri, _label_for(PurePosixPath(member.name))), handle.read()
-        except (OSError, tarfile.TarError, EOFError) as exc:
+        except (*READ_ERRORS, tarfile.TarError) as exc:
             skipped.append((str(path), f"archive truncated or corrupt: {exc}"))

@@ -24,6 +24,7 @@ CHUNK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 FILE_TYPES = frozenset({b"0", b"\x00", b"7"})  # regular, old regular, contiguous
 PAX_HEADER, PAX_GLOBAL, GNU_LONG_NAME, GNU_LONG_LINK = b"x", b"g", b"L", b"K"
+GNU_SPARSE = b"S"  # old GNU sparse: more sparse-map blocks may follow the header
 #: Errors a damaged archive raises while it is read (``gzip.BadGzipFile`` is an ``OSError``).
 READ_ERRORS = (OSError, EOFError, ValueError, zlib.error)
 
@@ -115,12 +116,17 @@ def open_tar(path: Path) -> BinaryIO:
     whose first header checks out (then ``tarfile`` decides what it is)."""
     raw = open(path, "rb")  # noqa: SIM115 (returned, or closed below)
     try:
-        stream: BinaryIO = gzip.GzipFile(fileobj=raw) if raw.read(2) == GZIP_MAGIC else raw
-        raw.seek(0)
-        first = stream.read(BLOCK)
-        if len(first) < BLOCK or not _checksum_ok(first):
+        try:
+            stream: BinaryIO = gzip.GzipFile(fileobj=raw) if raw.read(2) == GZIP_MAGIC else raw
+            raw.seek(0)
+            first = stream.read(BLOCK)
+            simple = len(first) == BLOCK and _checksum_ok(first)
+            if simple:
+                stream.seek(0)
+        except READ_ERRORS:  # a damaged gzip stream: tarfile will say what is wrong with it
+            simple = False
+        if not simple:
             raise NotSimpleTar(f"{path}: not a plain or gzip tar archive")
-        stream.seek(0)
     except BaseException:
         raw.close()
         raise
@@ -170,8 +176,11 @@ def iter_members(
                 name = prefix + b"/" + name
         path = _text(pax[b"path"]) if b"path" in pax else long_name or _text(name)
         long_name, pax = None, {}
+        if kind == GNU_SPARSE and header[482]:
+            while (block := chunks.take(BLOCK)) and len(block) == BLOCK and block[504]:
+                pass  # each sparse-map extension block says whether another follows
         if kind not in FILE_TYPES:
-            chunks.skip(padded)  # folders, links, devices: nothing to read
+            chunks.skip(padded)  # folders, links, devices, sparse files: nothing to read
             continue
         if not wanted(path, size):
             chunks.skip(padded)

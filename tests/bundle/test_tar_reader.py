@@ -130,3 +130,43 @@ def test_unwanted_members_are_skipped_without_reading(tmp_path: Path) -> None:
     with open_tar(path) as stream:
         got = list(iter_members(stream, lambda name, size: size < 1000))
     assert got == [("big.jpg", 3 << 20, None), ("small.jpg", 1, b"s")]
+
+
+def test_a_gzip_cut_inside_its_first_block_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.tar.gz"
+    _write(path, [("a/1.jpg", random.Random(1).randbytes(4000))], tarfile.PAX_FORMAT, "w:gz")
+    path.write_bytes(path.read_bytes()[:60])
+    skipped: list = []
+    assert list(_iter_archive(path, skipped)) == []
+    assert skipped and "archive" in skipped[0][1]
+
+
+def test_sparse_members_are_passed_over(tmp_path: Path) -> None:
+    """An old-GNU sparse member whose map needs extension blocks (built by hand: tarfile cannot
+    write sparse files) is skipped whole; the image after it is read."""
+    path = tmp_path / "sparse.tar"
+    _write(path, [], tarfile.GNU_FORMAT)  # folder and link only
+    body = bytearray(path.read_bytes().rstrip(b"\x00"))
+    body += bytes(-len(body) % 512)
+    header = bytearray(512)
+    header[0:10] = b"sparse.jpg"
+    header[100:108] = b"0000644\x00"
+    header[124:136] = b"%011o\x00" % 600  # stored bytes
+    header[156:157] = b"S"
+    header[257:265] = b"ustar  \x00"
+    header[482] = 1  # one extension block follows
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\x00 " % sum(header)
+    extension = bytearray(512)  # its byte 504 is 0: the last extension
+    image = bytearray(512)
+    image[0:9] = b"after.jpg"
+    image[100:108] = b"0000644\x00"
+    image[124:136] = b"%011o\x00" % 3
+    image[156:157] = b"0"
+    image[148:156] = b" " * 8
+    image[148:156] = b"%06o\x00 " % sum(image)
+    data = body + header + extension + bytes(1024) + image + b"abc" + bytes(509) + bytes(1024)
+    path.write_bytes(bytes(data))
+    skipped: list = []
+    got = [(r.uri.split("::")[1], d) for r, d in _iter_archive(path, skipped)]
+    assert got == [("after.jpg", b"abc")] and skipped == []
