@@ -61,7 +61,8 @@ class ServiceConfig:
     # Denoise returns the full image as PNG: 16 MP keeps the answer under the 64 MB message limit
     # and the work near half a minute on 2 cores.
     max_denoise_pixels: int = 16_000_000
-    denoise_ensemble: int = 1
+    # Denoise: passes averaged (bundle.runtime.ENSEMBLES); "auto": 4 up to half a megapixel, else 1.
+    denoise_ensemble: int | str = "auto"
     limits: ImageLimits = field(default_factory=ImageLimits)
 
 

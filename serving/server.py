@@ -182,6 +182,18 @@ def _env(name: str, default):
     )
 
 
+def _ensemble(value: str | int) -> str | int:
+    """``--denoise-ensemble`` (or ``SIMCLR_DENOISE_ENSEMBLE``): ``auto`` or a number of passes."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"denoise ensemble must be auto, 1, 2, 4 or 8, got {value!r}"
+        ) from None
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     d, o = ServiceConfig(Path("."), Path(".")), ServerOptions()
     p = argparse.ArgumentParser(
@@ -223,10 +235,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--faiss-threads", type=int, default=_env("faiss_threads", d.faiss_threads))
     p.add_argument(
         "--denoise-ensemble",
-        type=int,
-        choices=[1, 2, 4, 8],
-        default=_env("denoise_ensemble", d.denoise_ensemble),
-        help="Denoise: average this many rotated/flipped passes (more PSNR, proportionally slower)",
+        type=_ensemble,
+        choices=["auto", 1, 2, 4, 8],
+        default=_ensemble(_env("denoise_ensemble", d.denoise_ensemble)),
+        help="Denoise: average this many rotated/flipped passes (more PSNR, proportionally slower);"
+        " auto: 4 for images up to half a megapixel, 1 above",
     )
     p.add_argument(
         "--max-denoise-pixels",

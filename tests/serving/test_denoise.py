@@ -41,7 +41,10 @@ def denoiser_bundle(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> tuple
     return root / "bundle", library
 
 
-def test_bundle_runtime_denoises_any_size_and_matches_pytorch(denoiser_bundle, tiny_run) -> None:
+def test_bundle_runtime_denoises_any_size_and_matches_pytorch(
+    denoiser_bundle, tiny_run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bundle import runtime
     from bundle.manifest import BundleError, load_manifest
     from bundle.runtime import Denoiser
 
@@ -68,6 +71,11 @@ def test_bundle_runtime_denoises_any_size_and_matches_pytorch(denoiser_bundle, t
         ensemble = Denoiser(manifest, device="cpu", ensemble=passes).denoise_float(image, None)
         assert ensemble.shape == image.shape
         assert 0 < np.abs(ensemble - single).mean() < 10  # the same model, averaged over views
+    four = Denoiser(manifest, device="cpu", ensemble=4).denoise_float(image, None)
+    auto = Denoiser(manifest, device="cpu", ensemble="auto")
+    np.testing.assert_array_equal(auto.denoise_float(image, None), four)  # small: 4 passes
+    monkeypatch.setattr(runtime, "AUTO_ENSEMBLE_PIXELS", 37 * 53 - 1)
+    np.testing.assert_array_equal(auto.denoise_float(image, None), single)  # over it: 1 pass
     with pytest.raises(BundleError, match="ensemble"):
         Denoiser(manifest, device="cpu", ensemble=3)
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):

@@ -1,0 +1,27 @@
+"""``simclr serve`` configuration: flags over environment variables over defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.server import config_from_args, get_args_parser
+
+
+def _config(argv: list[str]):
+    return config_from_args(get_args_parser().parse_args(argv))[0]
+
+
+def test_defaults_work_out_of_the_box() -> None:
+    config = _config([])
+    assert config.denoise_ensemble == "auto"
+    assert config.max_batch > 0 and config.ort_threads > 0
+
+
+def test_denoise_ensemble_from_flag_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _config(["--denoise-ensemble", "4"]).denoise_ensemble == 4
+    assert _config(["--denoise-ensemble", "auto"]).denoise_ensemble == "auto"
+    monkeypatch.setenv("SIMCLR_DENOISE_ENSEMBLE", "8")
+    assert _config([]).denoise_ensemble == 8
+    assert _config(["--denoise-ensemble", "1"]).denoise_ensemble == 1  # the flag wins
+    with pytest.raises(SystemExit):
+        _config(["--denoise-ensemble", "3"])
