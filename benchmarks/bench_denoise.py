@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED, best_seconds, emit, machine, peak_gflops
 from bundle.manifest import load_manifest
+from bundle.runtime import AUTO_ENSEMBLE_PIXELS
 from bundle.runtime import Denoiser as OnnxDenoiser
 from training.denoise_eval import EvalImage, evaluate_method, load_eval_set, psnr_255
 from training.denoiser_train import load_denoiser
@@ -222,6 +223,14 @@ def main() -> None:
             if args.quick:
                 images = crop(images, 128)
             cbm3d_count = min(1 if args.quick else args.cbm3d_limit, len(images))
+            small = sum(
+                i.pixels.shape[0] * i.pixels.shape[1] <= AUTO_ENSEMBLE_PIXELS for i in images
+            )
+            results.setdefault("served_default_x4_images", {})[set_name] = [small, len(images)]
+            print(
+                f"{set_name:8} the server's default (--denoise-ensemble auto) takes the x4 ensemble"
+                f" for {small} of {len(images)} images (at most {AUTO_ENSEMBLE_PIXELS:,} pixels)"
+            )
             results.setdefault("clean_input", {})[set_name] = clean = clean_input(
                 onnx.denoise_float, images
             )
