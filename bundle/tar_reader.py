@@ -157,11 +157,8 @@ def iter_members(
             raise ValueError("bad tar header checksum (archive corrupt)")
         kind = header[156:157]
         size = _number(header[124:136])
-        if b"size" in pax:
-            size = int(pax[b"size"])
-        padded = -(-size // BLOCK) * BLOCK
         if kind in (PAX_HEADER, GNU_LONG_NAME, PAX_GLOBAL, GNU_LONG_LINK):
-            data = chunks.take(padded)[:size]
+            data = chunks.take(-(-size // BLOCK) * BLOCK)[:size]
             if len(data) < size:
                 raise EOFError("unexpected end of archive data in an extended header")
             if kind == PAX_HEADER:
@@ -175,6 +172,9 @@ def iter_members(
             if prefix:
                 name = prefix + b"/" + name
         path = _text(pax[b"path"]) if b"path" in pax else long_name or _text(name)
+        if b"size" in pax:  # pax records describe the next member only
+            size = int(pax[b"size"])
+        padded = -(-size // BLOCK) * BLOCK
         long_name, pax = None, {}
         if kind == GNU_SPARSE and header[482]:
             while (block := chunks.take(BLOCK)) and len(block) == BLOCK and block[504]:
