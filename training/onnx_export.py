@@ -2,7 +2,7 @@
 
 The small, model-agnostic steps every exported file of a bundle goes through (timm's
 ``utils/onnx.py`` is the model): fold BatchNorm into the convolutions (torch.fx), export at opset 17
-with a dynamic batch axis (and optionally dynamic height and width), run ``onnx.checker``, then
+with a dynamic batch axis, run ``onnx.checker``, then
 measure the largest absolute difference and the smallest row cosine between PyTorch and ONNX
 Runtime on real inputs; :func:`require_agreement` refuses a file past ``MAX_ABS_DIFF`` /
 ``MIN_COSINE``. ``quantize_int8`` writes a static QDQ INT8 copy
@@ -33,16 +33,10 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
 
 
 def export_onnx(
-    module: nn.Module,
-    example: torch.Tensor,
-    path: Path,
-    input_name: str,
-    output_name: str,
-    dynamic_hw: bool = False,
+    module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str
 ) -> None:
-    axes = {0: "batch"}
-    if dynamic_hw:
-        axes = {0: "batch", 2: "height", 3: "width"}
+    """One input, one output, a dynamic batch axis (the denoiser, with two inputs and dynamic
+    height and width, has its own export in ``export_denoiser.py``); checked by ``onnx.checker``."""
     torch.onnx.export(
         module.eval(),
         (example,),
@@ -50,7 +44,7 @@ def export_onnx(
         opset_version=OPSET,
         input_names=[input_name],
         output_names=[output_name],
-        dynamic_axes={input_name: axes, output_name: axes if dynamic_hw else {0: "batch"}},
+        dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
         do_constant_folding=True,
         dynamo=False,
     )
