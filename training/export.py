@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bundle.manifest import write_manifest
+from bundle.manifest import load_manifest, write_manifest
 from bundle.preprocess import RESIZE_POLICY, encoder_input
 from bundle.sources import iter_image_bytes
 from bundle.tiling import BORDER
@@ -167,9 +167,19 @@ def export_bundle(
     progress: bool = True,
     whitening_method: str = "learned",
     denoise_border: int = BORDER,
+    denoiser_from: str = "",
 ) -> dict[str, Any]:
+    """Write the bundle to ``out_dir``; returns a report (parity per file, seconds, files).
+
+    ``denoiser`` exports a ``simclr train-denoiser`` checkpoint; ``denoiser_from`` instead carries
+    the ``denoiser.onnx`` of another bundle over unchanged (at most one of the two).
+    """
     if whitening_method not in (*METHODS, "none"):
         raise ValueError(f"whitening must be one of {(*METHODS, 'none')}, got {whitening_method!r}")
+    if denoiser and denoiser_from:
+        raise ValueError("give a denoiser checkpoint or a bundle to carry one from, not both")
+    # Read (and verify) the other bundle before writing anything: out_dir may be that folder.
+    carried = load_manifest(denoiser_from) if denoiser_from else None
     state = load_checkpoint(checkpoint)
     facts = state["preprocessing"]
     size = int(facts["input_size"])
@@ -218,6 +228,10 @@ def export_bundle(
         files["denoiser"], report["denoiser_parity"] = export_denoiser(
             denoiser, out, pixels, denoise_border
         )
+    if carried is not None:
+        from training.export_denoiser import carry_denoiser
+
+        files["denoiser"] = carry_denoiser(carried, out)
     if int8:
         quantize_int8(out / "encoder.onnx", out / "encoder.int8.onnx", sample[:calibration_count])
         files["encoder_int8"] = {
@@ -300,6 +314,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument(
         "--denoiser", default="", help="denoiser checkpoint (simclr train-denoiser) to include"
     )
+    p.add_argument(
+        "--denoiser-from",
+        default="",
+        help="carry the denoiser.onnx of this bundle over unchanged (instead of --denoiser)",
+    )
     p.add_argument("--progress", type=lambda v: v.lower() in {"1", "true", "yes"}, default=True)
     p.add_argument(
         "--denoise-border",
@@ -329,6 +348,7 @@ def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         args.progress,
         args.whitening,
         args.denoise_border,
+        args.denoiser_from,
     )
     print(json.dumps(report))
     return 0

@@ -12,6 +12,8 @@ manifest records the tile size and overlap the model was checked with.
 
 from __future__ import annotations
 
+import copy
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,26 @@ def export_denoiser(
         "training": {"step": state["step"], "config": state["config"]},
     }
     return entry, parity
+
+
+def carry_denoiser(source: Any, out: Path) -> dict:
+    """Copy an exported ``denoiser.onnx`` from another bundle into ``out``; returns its manifest entry.
+
+    Why: the denoiser does not depend on the encoder (it maps pixels to pixels), and training it
+    takes hours, so a bundle with a new encoder keeps the last one as it was, byte for byte.
+    ``source`` is the other bundle's :class:`bundle.manifest.Manifest`, loaded with its checksums
+    verified before anything was written (``out`` may be the same folder).
+    """
+    if not source.has("denoiser"):
+        raise ValueError(f"the bundle at {source.folder} has no denoiser to carry over")
+    entry = copy.deepcopy(source.data["files"]["denoiser"])
+    target = out / "denoiser.onnx"
+    if source.path("denoiser").resolve() != target.resolve():
+        shutil.copyfile(source.path("denoiser"), target)
+    model = source.data["model"]
+    entry["path"] = "denoiser.onnx"
+    entry.setdefault("carried_from", f"{model['name']} version {model['version']}")
+    return entry
 
 
 def write_onnx(model: nn.Module, path: Path, images: np.ndarray, fp16_storage: bool = True) -> dict:

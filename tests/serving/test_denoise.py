@@ -41,6 +41,42 @@ def denoiser_bundle(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> tuple
     return root / "bundle", library
 
 
+def test_export_carries_a_denoiser_over_from_another_bundle(
+    denoiser_bundle, tiny_bundle, tiny_run, tmp_path: Path
+) -> None:
+    """A new encoder keeps the last bundle's denoiser, byte for byte, without its checkpoint."""
+    from bundle.manifest import load_manifest
+    from training.export import export_bundle
+
+    source, library = denoiser_bundle
+    checkpoint, _ = tiny_run
+    out = tmp_path / "next"
+    export_bundle(
+        str(checkpoint), str(out), str(library), whiten_images=0, denoiser_from=str(source)
+    )
+    manifest = load_manifest(out)  # checksums verified
+    assert (out / "denoiser.onnx").read_bytes() == (source / "denoiser.onnx").read_bytes()
+    entry, before = manifest.data["files"]["denoiser"], load_manifest(source).data
+    assert entry["tiling"] == before["files"]["denoiser"]["tiling"]
+    assert entry["carried_from"] == f"simclr version {before['model']['version']}"
+    with pytest.raises(ValueError, match="not both"):
+        export_bundle(
+            str(checkpoint),
+            str(tmp_path / "x"),
+            str(library),
+            denoiser="d.pt",
+            denoiser_from=str(source),
+        )
+    with pytest.raises(ValueError, match="no denoiser to carry"):
+        export_bundle(
+            str(checkpoint),
+            str(tmp_path / "y"),
+            str(library),
+            whiten_images=0,
+            denoiser_from=str(tiny_bundle[0]),
+        )
+
+
 def test_bundle_runtime_denoises_any_size_and_matches_pytorch(
     denoiser_bundle, tiny_run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
