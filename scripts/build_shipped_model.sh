@@ -3,7 +3,8 @@
 # ~30 min of SimCLR training, ~6 min of decoder training, 2 x 35 min of denoiser training on thumbnails
 # (single images, all noisy), fine-tunes of 25, 75 and 85 min on 2x2 mosaics, 10% shown noise-free
 # (the last two with a running weight average), then the export: about 5 hours.
-# The shipped weights were trained at commit a8d272e (before blur on small views reached its drawn sigma).
+# The shipped bundle (version 7): encoder and decoder trained by this script at commit 66e9eb1, the
+# denoiser by its stages at commits up to 8048c0b (models/compact-cifar10/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared="$(cd .. && pwd)/shared/datasets/cifar10-jpg"
@@ -30,5 +31,5 @@ cp models/compact-cifar10/README.md "$card"
 rm -rf models/compact-cifar10
 .venv/bin/simclr export --checkpoint "$out/encoder/checkpoint.pt" --decoder "$out/decoder/decoder.pt" \
     --denoiser "$out/denoiser/denoiser.pt" \
-    --images "$shared/train.tar.gz" --int8 --name compact-cifar10 --version 6 --out models/compact-cifar10
+    --images "$shared/train.tar.gz" --int8 --name compact-cifar10 --version 7 --out models/compact-cifar10
 cp "$card" models/compact-cifar10/README.md && rm "$card"  # cp: the usual file mode, not mktemp's 0600
