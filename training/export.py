@@ -180,6 +180,8 @@ def export_bundle(
         raise ValueError("give a denoiser checkpoint or a bundle to carry one from, not both")
     # Read (and verify) the other bundle before writing anything: out_dir may be that folder.
     carried = load_manifest(denoiser_from) if denoiser_from else None
+    if carried is not None and not carried.has("denoiser"):
+        raise ValueError(f"the bundle at {denoiser_from} has no denoiser to carry over")
     state = load_checkpoint(checkpoint)
     facts = state["preprocessing"]
     size = int(facts["input_size"])

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bundle.manifest import Manifest
 from bundle.tiling import BORDER
 from training.onnx_export import OPSET, agreement, fold_batchnorm, require_agreement
 from training.onnx_storage import round_weights_to_fp16, store_weights_as_fp16
@@ -99,7 +100,7 @@ def export_denoiser(
     return entry, parity
 
 
-def carry_denoiser(source: Any, out: Path) -> dict:
+def carry_denoiser(source: Manifest, out: Path) -> dict:
     """Copy an exported ``denoiser.onnx`` from another bundle into ``out``; returns its manifest entry.
 
     Why: the denoiser does not depend on the encoder (it maps pixels to pixels), and training it
@@ -115,6 +116,7 @@ def carry_denoiser(source: Any, out: Path) -> dict:
         shutil.copyfile(source.path("denoiser"), target)
     model = source.data["model"]
     entry["path"] = "denoiser.onnx"
+    # Carried again later, it still names the bundle whose export wrote the file.
     entry.setdefault("carried_from", f"{model['name']} version {model['version']}")
     return entry
 

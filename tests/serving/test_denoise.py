@@ -75,6 +75,7 @@ def test_export_carries_a_denoiser_over_from_another_bundle(
             whiten_images=0,
             denoiser_from=str(tiny_bundle[0]),
         )
+    assert not (tmp_path / "y").exists()  # refused before anything was written
 
 
 def test_bundle_runtime_denoises_any_size_and_matches_pytorch(
