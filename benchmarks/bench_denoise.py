@@ -1,10 +1,11 @@
 """Denoising quality and speed: our denoiser vs CBM3D and non-local means, side by side, one run.
 
-Quality: mean PSNR / SSIM on CBSD68 and Kodak24 (``../shared/datasets/denoise-eval``) at sigma 15, 25
-and 50 with the FFDNet protocol (``training.denoise_eval``): the noisy input, ours through ONNX Runtime
-(what the service runs; blind, told the level, and blind with a 4-pass self-ensemble), non-local means (scikit-image, told the level) and
-CBM3D (the ``bm3d`` package, told the level). CBM3D takes ~17 s per image here, so it runs on the first
-``--cbm3d-limit`` images of each set and sigma, and ours is also reported on exactly that subset.
+Quality: mean PSNR / SSIM on CBSD68 and Kodak24 (``../shared/datasets/denoise-eval``) at sigma 15,
+25 and 50 with the FFDNet protocol (``training.denoise_eval``): the noisy input, ours through ONNX
+Runtime (what the service runs; blind, told the level, and blind with a 4-pass self-ensemble),
+non-local means (scikit-image, told the level) and CBM3D (the ``bm3d`` package, told the level).
+CBM3D takes 11-17 s per image here, so it runs on the first ``--cbm3d-limit`` images of each set and
+sigma, and ours is also reported on exactly that subset.
 The published FFDNet-paper table is printed beside.
 
 Clean input: the same sets with no noise added, blind: how much ours changes a clean photo.

@@ -3,12 +3,13 @@
 Steps: fold BatchNorm into the convolutions (torch.fx), export with a dynamic batch axis at opset
 17, run ``onnx.checker``, then compare ONNX Runtime against PyTorch on real images and refuse the
 bundle if they disagree (max |diff| > 1e-4 or cosine < 0.99999). Optionally writes a static INT8
-(QDQ, per-channel) encoder calibrated on a sample of the user's images. The encoder outputs h, the representation before the projection head (Chen et al.
-2020, Sec. 4.2), L2-normalised when ``--normalize`` is on (the default: cosine search). By default h
-is whitened first (``--whitening learned``: from N sampled library images and an edited copy of each,
-``--whiten-images N``; or ``pca``; ``training/whitening.py``), and the decoder file takes the
-whitened embeddings it is served. The export / check / compare / INT8 steps themselves live in
-``training/onnx_export.py``, shared with the denoiser's export.
+(QDQ, per-channel) encoder calibrated on a sample of the user's images. The encoder outputs h, the
+representation before the projection head (Chen et al. 2020, Sec. 4.2), L2-normalised when
+``--normalize`` is on (the default: cosine search). By default h is whitened first (``--whitening
+learned``: from N sampled library images and an edited copy of each, ``--whiten-images N``; or
+``pca``; ``training/whitening.py``), and the decoder file takes the whitened embeddings it is
+served. The export / check / compare / INT8 steps themselves live in ``training/onnx_export.py``,
+shared with the denoiser's export.
 """
 
 from __future__ import annotations
