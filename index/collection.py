@@ -10,6 +10,7 @@ Building, planning and tuning an index from SQLite: :mod:`index.rebuild`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -37,6 +38,8 @@ __all__ = ["MAX_K", "Collection", "CollectionConfig", "Hit"]
 
 #: Filters matching at most this many items are answered exactly from SQLite's vectors.
 EXACT_FILTER_MAX = 50_000
+#: An item's signature (``NewItem.signature``) is a small fingerprint, not a payload store.
+MAX_SIGNATURE_BYTES = 4096
 #: HNSW is rebuilt when tombstones exceed this fraction of its vectors.
 TOMBSTONE_REBUILD_FRACTION = 0.2
 
@@ -166,11 +169,13 @@ class Collection:
                     f"vector of id {item.external_id!r} has dimension {row.shape[0]}; "
                     f"collection {self.name!r} has dimension {self.config.dim}"
                 )
+            if not isinstance(item.signature, bytes) or len(item.signature) > MAX_SIGNATURE_BYTES:
+                raise InvalidArgument(
+                    f"signature of id {item.external_id!r} must be bytes, at most "
+                    f"{MAX_SIGNATURE_BYTES}"
+                )
         vectors = self._vectors(np.stack(rows), "vectors")
-        clean = [
-            NewItem(i.external_id, v, i.uri, i.content_hash, i.metadata)
-            for i, v in zip(items, vectors, strict=True)
-        ]
+        clean = [dataclasses.replace(i, vector=v) for i, v in zip(items, vectors, strict=True)]
         with self._writer:
             added, removed = self.meta.upsert(clean, replace=replace)
             ids = np.array([internal for _, internal in added], dtype=np.int64)

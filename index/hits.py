@@ -22,6 +22,7 @@ class Hit:
     uri: str
     content_hash: str
     metadata: dict[str, Any]
+    signature: bytes = b""  # the caller's, as stored (index.metadata.NewItem)
 
 
 def exact_search(
@@ -62,7 +63,14 @@ def to_hits(meta: MetadataStore, scores: np.ndarray, ids: np.ndarray) -> list[li
             if internal < 0 or item is None or math.isnan(score):
                 continue
             hits.append(
-                Hit(item.external_id, float(score), item.uri, item.content_hash, item.metadata)
+                Hit(
+                    item.external_id,
+                    float(score),
+                    item.uri,
+                    item.content_hash,
+                    item.metadata,
+                    item.signature,
+                )
             )
         out.append(hits)
     return out

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS items (
     metadata TEXT NOT NULL DEFAULT '{}',
     vector BLOB NOT NULL,
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    signature BLOB
 );
 CREATE INDEX IF NOT EXISTS items_content_hash ON items(content_hash);
 CREATE TABLE IF NOT EXISTS changes (
@@ -60,15 +61,21 @@ class Item:
     vector: np.ndarray
     created: float
     updated: float
+    signature: bytes = b""
 
 
 @dataclass(frozen=True)
 class NewItem:
+    """An item to write. ``signature`` is an opaque short byte string the caller stores beside the
+    vector and gets back with each search hit (the server keeps a tiny thumbnail there to order near
+    ties); empty when there is none."""
+
     external_id: str
     vector: np.ndarray
     uri: str = ""
     content_hash: str = ""
     metadata: dict[str, Any] | None = None
+    signature: bytes = b""
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -77,6 +84,15 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a database written by an older version up to :data:`SCHEMA`: ``signature`` came later
+    (its rows read back as no signature). ``ALTER TABLE ... ADD COLUMN`` appends, so positional
+    reads of the older columns are unchanged."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
+    if "signature" not in columns:
+        conn.execute("ALTER TABLE items ADD COLUMN signature BLOB")
 
 
 def _storage_error(exc: sqlite3.Error) -> Exception:
@@ -98,6 +114,7 @@ class MetadataStore:
         try:
             self._writer = _connect(self.path)
             self._writer.executescript(SCHEMA)
+            _add_missing_columns(self._writer)
         except sqlite3.Error as exc:
             raise _storage_error(exc) from exc
         self._local = threading.local()
@@ -198,8 +215,8 @@ class MetadataStore:
             added = []
             for item in items:
                 cursor = conn.execute(
-                    "INSERT INTO items(external_id, uri, content_hash, metadata, vector, created, updated)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO items(external_id, uri, content_hash, metadata, vector, created,"
+                    " updated, signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         item.external_id,
                         item.uri,
@@ -208,6 +225,7 @@ class MetadataStore:
                         np.ascontiguousarray(item.vector, dtype=np.float32).tobytes(),
                         now,
                         now,
+                        item.signature or None,
                     ),
                 )
                 added.append((item.external_id, cursor.lastrowid))
@@ -374,7 +392,10 @@ def _item(row: tuple, with_vector: bool, dim: int) -> Item:
         raise ValueError(
             f"stored vector of id {row[1]!r} has {vector.shape[0]} values, expected {dim}"
         )
-    return Item(row[0], row[1], row[2], row[3], json.loads(row[4]), vector, row[6], row[7])
+    signature = bytes(row[8]) if len(row) > 8 and row[8] is not None else b""
+    return Item(
+        row[0], row[1], row[2], row[3], json.loads(row[4]), vector, row[6], row[7], signature
+    )
 
 
 def _unpack(ids: list[int], blobs: list[bytes], dim: int) -> tuple[np.ndarray, np.ndarray]:

@@ -35,6 +35,7 @@ from serving.errors import BadRequest, InvalidImage
 from serving.image_models import ImageModels
 from serving.images import ImageLimits
 from serving.request_images import RequestImages
+from serving.tie_break import CANDIDATES, DEFAULT_MARGIN, near_tie_order, signatures
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -58,6 +59,9 @@ class ServiceConfig:
     faiss_threads: int = 1
     max_request_images: int = 256
     max_k: int = 1000
+    # Search by image: hits within this score of the best are ordered by thumbnail likeness too
+    # (serving.tie_break); 0 keeps the embedding's order.
+    tie_break_margin: float = DEFAULT_MARGIN
     # Denoise returns the full image as PNG: 16 MP keeps the answer under the 64 MB message limit
     # and the work near half a minute on 2 cores.
     max_denoise_pixels: int = 16_000_000
@@ -239,11 +243,26 @@ class SearchService:
         col = self._collection(collection)
         if item_id is not None:
             return await self._store(lambda: col.search_by_id(item_id, k, filter))
+        signature = b""
         if image is not None:
-            vector = (await self.embed([image]))[0]
+            pixels = await self.requests.decode([image])
+            vector = (await self.embed_pixels(pixels))[0]
+            if self.config.tie_break_margin > 0:
+                signature = signatures(pixels)[0]
         if vector is None:
             raise BadRequest("a search needs an image, a vector or a stored id")
-        return (await self._store(lambda: col.search(vector, k, filter)))[0]
+        fetch = min(max(k, CANDIDATES), MAX_K) if signature else k
+        hits = (await self._store(lambda: col.search(vector, fetch, filter)))[0]
+        if signature:
+            order = near_tie_order(
+                np.array([h.score for h in hits]),
+                signature,
+                [h.signature for h in hits],
+                self.config.tie_break_margin,
+                larger_is_nearer=col.config.metric != "l2",
+            )
+            hits = [hits[i] for i in order]
+        return hits[:k]
 
     # -- writes -----------------------------------------------------------------------------------
     async def upsert(self, collection: str, items: list[UpsertInput]) -> list[str]:
@@ -252,9 +271,11 @@ class SearchService:
         col = self._collection(collection)
         with_images = [i for i, item in enumerate(items) if item.image is not None]
         vectors: dict[int, np.ndarray] = {}
+        thumbs: dict[int, bytes] = {}
         if with_images:
-            embedded = await self.embed([items[i].image for i in with_images])
-            vectors.update(zip(with_images, embedded, strict=True))
+            pixels = await self.requests.decode([items[i].image for i in with_images])
+            vectors.update(zip(with_images, await self.embed_pixels(pixels), strict=True))
+            thumbs.update(zip(with_images, signatures(pixels), strict=True))
         new_items = []
         for i, item in enumerate(items):
             vector = vectors.get(i, item.embedding)
@@ -263,7 +284,12 @@ class SearchService:
             digest = hashlib.sha256(item.image).hexdigest() if item.image is not None else ""
             new_items.append(
                 NewItem(
-                    item.id, np.asarray(vector, dtype=np.float32), item.uri, digest, item.metadata
+                    item.id,
+                    np.asarray(vector, dtype=np.float32),
+                    item.uri,
+                    digest,
+                    item.metadata,
+                    thumbs.get(i, b""),
                 )
             )
         return await self._store(col.upsert, new_items)
@@ -312,10 +338,13 @@ class SearchService:
                 continue
             todo.append((i, item_id, pixels, uri, hashes[i], metadata))
         if todo:
-            vectors = await self.embed_pixels(np.stack([t[2] for t in todo]))
+            pixels = np.stack([t[2] for t in todo])
+            vectors = await self.embed_pixels(pixels)
             items = [
-                NewItem(item_id, v, uri, digest, metadata)
-                for (_, item_id, _, uri, digest, metadata), v in zip(todo, vectors, strict=True)
+                NewItem(item_id, v, uri, digest, metadata, signature)
+                for (_, item_id, _, uri, digest, metadata), v, signature in zip(
+                    todo, vectors, signatures(pixels), strict=True
+                )
             ]
             await self._store(col.upsert, items)
             for i, item_id, *_ in todo:

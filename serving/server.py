@@ -232,6 +232,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="encoder runs at once (with --ort-threads 1, one per core: more images/s under load)",
     )
     p.add_argument("--decode-threads", type=int, default=_env("decode_threads", d.decode_threads))
+    p.add_argument(
+        "--tie-break-margin",
+        type=float,
+        default=_env("tie_break_margin", d.tie_break_margin),
+        help="search by image: hits scoring within this of the best are ordered by thumbnail"
+        " likeness too, so the very copy beats a near-duplicate; 0 turns it off",
+    )
     p.add_argument("--faiss-threads", type=int, default=_env("faiss_threads", d.faiss_threads))
     p.add_argument(
         "--denoise-ensemble",
@@ -285,6 +292,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServiceConfig, ServerOpt
         faiss_threads=args.faiss_threads,
         denoise_ensemble=args.denoise_ensemble,
         max_denoise_pixels=args.max_denoise_pixels,
+        tie_break_margin=args.tie_break_margin,
         limits=ImageLimits(args.max_image_bytes, args.max_image_pixels),
     )
     options = ServerOptions(

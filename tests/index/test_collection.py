@@ -423,3 +423,29 @@ def test_closing_the_metadata_store_leaves_a_query_another_thread_is_running(
     assert isinstance(result.get("after"), sqlite3.ProgrammingError)
     with pytest.raises(sqlite3.ProgrammingError):
         meta.count()
+
+
+def test_signatures_come_back_with_hits_survive_restart_and_old_stores_gain_the_column(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    store = Store(tmp_path)
+    col = store.create("c", CollectionConfig(dim=16))
+    vectors = _vectors(3)
+    col.add(_items(vectors[:1], prefix="old"))
+    store.close()
+    # A store written before signatures existed: drop the column, as that version had none.
+    with sqlite3.connect(tmp_path / "c" / "meta.sqlite") as conn:
+        conn.execute("ALTER TABLE items DROP COLUMN signature")
+    col = Store(tmp_path).get("c")
+    col.add([NewItem("new", vectors[1], signature=b"\x01\x02\x03")])
+    col.add([NewItem("none", vectors[2])])
+    hits = {h.external_id: h for h in col.search(vectors[1], k=3)[0]}
+    assert hits["new"].signature == b"\x01\x02\x03"
+    assert hits["old0"].signature == b"" and hits["none"].signature == b""
+    col.close()
+    again = Store(tmp_path).get("c")
+    assert again.search(vectors[1], k=1)[0][0].signature == b"\x01\x02\x03"
+    assert again.get(["new"])[0].signature == b"\x01\x02\x03"
+    again.close()

@@ -25,3 +25,10 @@ def test_denoise_ensemble_from_flag_and_environment(monkeypatch: pytest.MonkeyPa
     assert _config(["--denoise-ensemble", "1"]).denoise_ensemble == 1  # the flag wins
     with pytest.raises(SystemExit):
         _config(["--denoise-ensemble", "3"])
+
+
+def test_tie_break_margin_from_flag_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _config([]).tie_break_margin == 0.02
+    assert _config(["--tie-break-margin", "0"]).tie_break_margin == 0.0
+    monkeypatch.setenv("SIMCLR_TIE_BREAK_MARGIN", "0.05")
+    assert _config([]).tie_break_margin == 0.05

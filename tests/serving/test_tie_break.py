@@ -1,0 +1,95 @@
+"""Near-tie ordering by thumbnail (serving/tie_break.py) against hand-written references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving.tie_break import (
+    SIGNATURE_BYTES,
+    near_tie_order,
+    signatures,
+    thumbnail_similarity,
+    thumbnails,
+)
+
+
+def _reference_thumbnail(image: np.ndarray) -> np.ndarray:
+    """8 x 8 box means by explicit loops over the same box edges (floor of i * H / 8)."""
+    h, w, _ = image.shape
+    rows = [i * h // 8 for i in range(9)]
+    cols = [j * w // 8 for j in range(9)]
+    out = np.empty((8, 8, 3))
+    for i in range(8):
+        for j in range(8):
+            out[i, j] = image[rows[i] : rows[i + 1], cols[j] : cols[j + 1]].reshape(-1, 3).mean(0)
+    return np.rint(out).astype(np.uint8).ravel()
+
+
+@pytest.mark.parametrize("size", [(32, 32), (24, 24), (8, 8), (37, 50)])
+def test_thumbnails_are_box_means(size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(sum(size))
+    pixels = rng.integers(0, 256, size=(3, *size, 3), dtype=np.uint8)
+    got = thumbnails(pixels)
+    assert got.shape == (3, SIGNATURE_BYTES) and got.dtype == np.uint8
+    for image, row in zip(pixels, got, strict=True):
+        np.testing.assert_array_equal(row, _reference_thumbnail(image))
+    if size == (32, 32):  # and what PIL's box filter makes of it
+        pil = np.asarray(Image.fromarray(pixels[0]).resize((8, 8), Image.BOX)).ravel()
+        assert np.abs(got[0].astype(int) - pil).max() <= 1
+
+
+def test_thumbnails_refuse_images_smaller_than_the_grid() -> None:
+    with pytest.raises(ValueError, match="H>=8"):
+        thumbnails(np.zeros((1, 4, 32, 3), np.uint8))
+
+
+def _sig(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    return signatures(rng.integers(0, 256, size=(1, 32, 32, 3), dtype=np.uint8))[0]
+
+
+def test_similarity_is_cosine_of_mean_removed_thumbnails_and_sees_mirror_images() -> None:
+    a, b = _sig(1), _sig(2)
+    x = np.frombuffer(a, np.uint8).astype(float)
+    y = np.frombuffer(b, np.uint8).astype(float)
+    x, y = x - x.mean(), y - y.mean()
+    mirrored = np.frombuffer(a, np.uint8).reshape(8, 8, 3)[:, ::-1].tobytes()
+    brighter = np.clip(np.frombuffer(a, np.uint8).astype(int) + 10, 0, 255).astype(np.uint8)
+    got = thumbnail_similarity(a, [a, b, mirrored, brighter.tobytes()])
+    assert got[0] == pytest.approx(1.0, abs=1e-5)
+    assert got[2] == pytest.approx(1.0, abs=1e-5)  # a flipped copy is still a copy
+    assert got[3] > 0.99  # brightness does not count
+    own = x @ y / np.linalg.norm(x) / np.linalg.norm(y)
+    xm = np.frombuffer(mirrored, np.uint8).astype(float)
+    xm -= xm.mean()
+    assert got[1] == pytest.approx(max(own, xm @ y / np.linalg.norm(xm) / np.linalg.norm(y)), 1e-4)
+
+
+def test_only_near_ties_are_reordered_by_thumbnail() -> None:
+    query, other = _sig(1), _sig(2)
+    scores = np.array([0.95, 0.94, 0.90, 0.5])
+    # The copy of the query (index 1) is 0.01 behind: within 0.02 it comes first.
+    order = near_tie_order(scores, query, [other, query, query, other], margin=0.02)
+    np.testing.assert_array_equal(order, [1, 0, 2, 3])
+    # Index 2, 0.05 behind, is not a near tie though its thumbnail is the query's.
+    order = near_tie_order(scores, query, [other, other, query, other], margin=0.02)
+    np.testing.assert_array_equal(order, [0, 1, 2, 3])
+    # Margin 0, no query signature, a near tie stored without one: the index's order.
+    for margin, q, cands in [
+        (0.0, query, [other, query, other, other]),
+        (0.02, b"", [other, query, other, other]),
+        (0.02, query, [other, b"", other, other]),
+    ]:
+        np.testing.assert_array_equal(near_tie_order(scores, q, cands, margin), [0, 1, 2, 3])
+    assert near_tie_order(np.array([0.9]), query, [other]).tolist() == [0]
+
+
+def test_l2_distances_use_twice_the_margin() -> None:
+    """For unit vectors a squared L2 distance is 2 - 2 cos: a cosine margin of 0.02 is 0.04."""
+    query, other = _sig(1), _sig(2)
+    cands = [other, query]
+    near = near_tie_order(np.array([0.10, 0.139]), query, cands, 0.02, larger_is_nearer=False)
+    far = near_tie_order(np.array([0.10, 0.141]), query, cands, 0.02, larger_is_nearer=False)
+    assert near.tolist() == [1, 0] and far.tolist() == [0, 1]
