@@ -20,6 +20,7 @@ chosen on), blur 10 -> 3, rotation 77 -> 67, crop 95 -> 100.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -32,24 +33,40 @@ DEFAULT_MARGIN = 0.02
 CANDIDATES = 10
 
 
-def thumbnails(pixels: np.ndarray) -> np.ndarray:
-    """``(B, H, W, 3)`` uint8 -> ``(B, 192)`` uint8: each image's mean over an 8 x 8 grid of boxes.
+@lru_cache(maxsize=16)
+def _boxes(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(8, n)`` float32 0/1: row i sums pixels ``floor(i n / 8)`` up to ``floor((i + 1) n / 8)``;
+    and the ``(8,)`` pixel count of each box."""
+    edges = np.linspace(0, n, SIDE + 1).astype(int)
+    ones = np.zeros((SIDE, n), np.float32)
+    for i in range(SIDE):
+        ones[i, edges[i] : edges[i + 1]] = 1.0
+    return ones, np.diff(edges)
 
-    H and W need not be multiples of 8 (the boxes then differ by a pixel); at least 8 each.
+
+@lru_cache(maxsize=16)
+def _column_boxes(w: int, c: int) -> np.ndarray:
+    """``(W C, 8 C)``: sums columns into boxes, each channel apart."""
+    return np.kron(_boxes(w)[0].T, np.eye(c, dtype=np.float32))
+
+
+def thumbnails(pixels: np.ndarray) -> np.ndarray:
+    """``(B, H, W, C)`` uint8 -> ``(B, 64 C)`` uint8: each image's mean over an 8 x 8 grid of boxes.
+
+    H and W need not be multiples of 8 (the boxes then differ by a pixel); at least 8 each. Box
+    sums are two matrix products (rows, then columns with the channels kept apart), exact in
+    float32 for any image the encoder takes: ~2 us per 32 px image in a batch against ~18 for
+    numpy's strided mean, which matters on the indexing path.
     """
     if pixels.ndim != 4 or pixels.shape[1] < SIDE or pixels.shape[2] < SIDE:
         raise ValueError(f"expected (B, H>=8, W>=8, C) pixels, got {pixels.shape}")
     b, h, w, c = pixels.shape
-    if h % SIDE == 0 and w % SIDE == 0:
-        boxes = pixels.reshape(b, SIDE, h // SIDE, SIDE, w // SIDE, c).mean(axis=(2, 4))
-    else:
-        rows = np.linspace(0, h, SIDE + 1).astype(int)
-        cols = np.linspace(0, w, SIDE + 1).astype(int)
-        sums = np.add.reduceat(
-            np.add.reduceat(pixels.astype(np.float64), rows[:-1], 1), cols[:-1], 2
-        )
-        boxes = sums / (np.diff(rows)[:, None, None] * np.diff(cols)[None, :, None])
-    return np.rint(boxes).astype(np.uint8).reshape(b, -1)
+    row_boxes, row_counts = _boxes(h)
+    column_counts = _boxes(w)[1]
+    rows = np.matmul(row_boxes, pixels.astype(np.float32).reshape(b, h, w * c))
+    sums = (rows.reshape(b * SIDE, w * c) @ _column_boxes(w, c)).reshape(b, SIDE, SIDE, c)
+    means = sums / np.outer(row_counts, column_counts)[None, :, :, None]
+    return np.rint(means).astype(np.uint8).reshape(b, SIDE * SIDE * c)
 
 
 def signatures(pixels: np.ndarray) -> list[bytes]:
