@@ -20,7 +20,6 @@ chosen on), blur 10 -> 3, rotation 77 -> 67, crop 95 -> 100.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 
@@ -33,38 +32,36 @@ DEFAULT_MARGIN = 0.02
 CANDIDATES = 10
 
 
-@lru_cache(maxsize=16)
-def _boxes(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(8, n)`` float32 0/1: row i sums pixels ``floor(i n / 8)`` up to ``floor((i + 1) n / 8)``;
-    and the ``(8,)`` pixel count of each box."""
+def _box_sums(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of ``x`` over 8 boxes along ``axis`` (uint32), and each box's length. Box i spans
+    ``floor(i n / 8)`` up to ``floor((i + 1) n / 8)``."""
+    n = x.shape[axis]
+    if n % SIDE == 0:  # the usual case: k strided slices added up, no reduction kernel
+        k = n // SIDE
+        index = [slice(None)] * x.ndim
+        total = None
+        for j in range(k):
+            index[axis] = slice(j, None, k)
+            part = x[tuple(index)]
+            total = part.astype(np.uint32) if total is None else total + part
+        return total, np.full(SIDE, k)
     edges = np.linspace(0, n, SIDE + 1).astype(int)
-    ones = np.zeros((SIDE, n), np.float32)
-    for i in range(SIDE):
-        ones[i, edges[i] : edges[i + 1]] = 1.0
-    return ones, np.diff(edges)
-
-
-@lru_cache(maxsize=16)
-def _column_boxes(w: int, c: int) -> np.ndarray:
-    """``(W C, 8 C)``: sums columns into boxes, each channel apart."""
-    return np.kron(_boxes(w)[0].T, np.eye(c, dtype=np.float32))
+    return np.add.reduceat(x.astype(np.uint32), edges[:-1], axis=axis), np.diff(edges)
 
 
 def thumbnails(pixels: np.ndarray) -> np.ndarray:
     """``(B, H, W, C)`` uint8 -> ``(B, 64 C)`` uint8: each image's mean over an 8 x 8 grid of boxes.
 
-    H and W need not be multiples of 8 (the boxes then differ by a pixel); at least 8 each. Box
-    sums are two matrix products (rows, then columns with the channels kept apart), exact in
-    float32 for any image the encoder takes: ~2 us per 32 px image in a batch against ~18 for
-    numpy's strided mean, which matters on the indexing path.
+    H and W need not be multiples of 8 (the boxes then differ by a pixel); at least 8 each. Sums of
+    strided slices, exact in integers: ~5 us per 32 px image in a batch of 256 (here), against ~18
+    for numpy's mean over a reshaped view. Not matrix products: with those (faster alone) `simclr
+    index` ran at 1,850 images/s instead of 2,700, BLAS's threads competing with ONNX Runtime's.
     """
     if pixels.ndim != 4 or pixels.shape[1] < SIDE or pixels.shape[2] < SIDE:
         raise ValueError(f"expected (B, H>=8, W>=8, C) pixels, got {pixels.shape}")
-    b, h, w, c = pixels.shape
-    row_boxes, row_counts = _boxes(h)
-    column_counts = _boxes(w)[1]
-    rows = np.matmul(row_boxes, pixels.astype(np.float32).reshape(b, h, w * c))
-    sums = (rows.reshape(b * SIDE, w * c) @ _column_boxes(w, c)).reshape(b, SIDE, SIDE, c)
+    b, c = pixels.shape[0], pixels.shape[3]
+    rows, row_counts = _box_sums(pixels, 1)
+    sums, column_counts = _box_sums(rows, 2)
     means = sums / np.outer(row_counts, column_counts)[None, :, :, None]
     return np.rint(means).astype(np.uint8).reshape(b, SIDE * SIDE * c)
 

@@ -27,7 +27,7 @@ def _reference_thumbnail(image: np.ndarray) -> np.ndarray:
     return np.rint(out).astype(np.uint8).ravel()
 
 
-@pytest.mark.parametrize("size", [(32, 32), (24, 24), (8, 8), (37, 50)])
+@pytest.mark.parametrize("size", [(32, 32), (24, 24), (8, 8), (37, 50), (32, 37), (37, 32)])
 def test_thumbnails_are_box_means(size: tuple[int, int]) -> None:
     rng = np.random.default_rng(sum(size))
     pixels = rng.integers(0, 256, size=(3, *size, 3), dtype=np.uint8)
