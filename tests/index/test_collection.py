@@ -449,3 +449,14 @@ def test_signatures_come_back_with_hits_survive_restart_and_old_stores_gain_the_
     assert again.search(vectors[1], k=1)[0][0].signature == b"\x01\x02\x03"
     assert again.get(["new"])[0].signature == b"\x01\x02\x03"
     again.close()
+
+
+def test_a_signature_that_is_not_short_bytes_is_refused_and_nothing_is_written(
+    store: Store,
+) -> None:
+    col = store.create("c", CollectionConfig(dim=16))
+    vector = _vectors(1)[0]
+    for bad in ["text", b"x" * 4097]:
+        with pytest.raises(InvalidArgument, match="signature of id 'a' must be bytes"):
+            col.add([NewItem("ok", vector), NewItem("a", vector, signature=bad)])
+    assert col.count() == 0
