@@ -7,7 +7,9 @@ Figures:
     the same with one image per message on an open EmbedStream call per client (and one client
     keeping 32 such requests in flight on its stream); and with 16 images per Embed call (a bulk
     client) at 8 and 32 clients;
-  * p50/p99 latency of Embed and Search at a fixed request rate;
+  * p50/p99 latency at a fixed request rate of Embed, of Search by vector over the 100,000 items,
+    and of Search by image over the 2,000 images indexed through IndexImages (decode, embed, the
+    search, and the near-tie ordering by thumbnail);
   * Search queries/s with 100,000 indexed items (8 concurrent clients, query by vector);
   * ``simclr index`` images/s end to end on a folder against model-only images/s;
   * the server's resident memory;
@@ -235,8 +237,10 @@ async def latency(
             tick = time.perf_counter()
             if call == "embed":
                 await client.embed([payload])
+            elif call == "search_image":
+                await client.search(image=payload, k=10)
             else:
-                await client.search(vector=payload, k=10)
+                await client.search(vector=payload, k=10, collection="vectors")
             times.append(time.perf_counter() - tick)
 
         start = time.perf_counter()
@@ -251,6 +255,17 @@ async def latency(
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
     }
+
+
+async def index_images(address: str, images: list[bytes]) -> int:
+    """Index ``images`` into the default collection through IndexImages; how many were indexed."""
+    async with AsyncClient(address) as client:
+        items = ((f"img{i}", data, "", {}) for i, data in enumerate(images))
+        results = [r async for r in client.index_images(items)]
+    failed = [r for r in results if r.error]
+    if failed:
+        raise RuntimeError(f"{len(failed)} images failed to index, e.g. {failed[0].error}")
+    return len(results)
 
 
 async def search_qps(address: str, queries: np.ndarray, clients: int, seconds: float) -> float:
@@ -377,12 +392,22 @@ def main() -> None:
         result["search_latency"] = asyncio.run(
             latency(address, "search", list(queries), 100.0, seconds)
         )
+        result["indexed_images"] = asyncio.run(index_images(address, images))
+        result["search_image_latency"] = asyncio.run(
+            latency(address, "search_image", images, 100.0, seconds)
+        )
         print(
             f"Embed at 100/s: p50 {result['embed_latency']['p50_ms']:.1f} ms, p99 {result['embed_latency']['p99_ms']:.1f} ms"
         )
         print(
-            f"Search at 100/s: p50 {result['search_latency']['p50_ms']:.1f} ms, "
+            f"Search by vector over {n_vectors:,} items at 100/s: "
+            f"p50 {result['search_latency']['p50_ms']:.1f} ms, "
             f"p99 {result['search_latency']['p99_ms']:.1f} ms"
+        )
+        print(
+            f"Search by image over {result['indexed_images']:,} images at 100/s: "
+            f"p50 {result['search_image_latency']['p50_ms']:.1f} ms, "
+            f"p99 {result['search_image_latency']['p99_ms']:.1f} ms"
         )
         qps = asyncio.run(search_qps(address, queries, 8, seconds))
         result["search_qps_8_clients"] = qps
