@@ -284,7 +284,7 @@ def image_vectors(bundle: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     Why not random vectors: Gaussian noise has no clusters, so an IVF index must probe nearly all
     its lists to reach the recall target (nprobe 1,024 of 1,264 at 100,000), unlike any image
     library. Here: CIFAR-10's 60,000 images, then mirror images of the training images up to
-    ``n``; the queries are 1,000 test images shifted by 2 px (edited copies, as in reverse image
+    ``n``; the queries are 1,000 test images rolled 2 px sideways (edited copies, as in reverse image
     search). Embedded in this process with the bundle's encoder, before the server starts.
     """
     manifest = load_manifest(bundle)
