@@ -312,8 +312,9 @@ class Collection:
             raise NotFound(f"unknown ids in collection {self.name!r}: {missing[:10]}")
         return [found[i] for i in external_ids]
 
-    def known_hashes(self, hashes: Sequence[str]) -> set[str]:
-        return self.meta.has_content_hashes(hashes)
+    def known_hashes(self, hashes: Sequence[str], signed_only: bool = False) -> set[str]:
+        """Which content ``hashes`` are stored (with ``signed_only``: on items with a signature)."""
+        return self.meta.has_content_hashes(hashes, signed_only)
 
     def search(
         self,

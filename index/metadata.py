@@ -345,14 +345,16 @@ class MetadataStore:
                 out[row[1]] = _item(row, True, dim)
         return out
 
-    def has_content_hashes(self, hashes: Sequence[str]) -> set[str]:
+    def has_content_hashes(self, hashes: Sequence[str], signed_only: bool = False) -> set[str]:
+        """The ``hashes`` some stored item has; with ``signed_only``, only items with a signature."""
         found: set[str] = set()
+        signed = " AND signature IS NOT NULL" if signed_only else ""
         for chunk in _chunks([h for h in hashes if h], 900):
             marks = ",".join("?" * len(chunk))
             found.update(
                 r[0]
                 for r in self._reader().execute(
-                    f"SELECT content_hash FROM items WHERE content_hash IN ({marks})", chunk
+                    f"SELECT content_hash FROM items WHERE content_hash IN ({marks}){signed}", chunk
                 )
             )
         return found

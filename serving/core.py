@@ -315,7 +315,9 @@ class SearchService:
         """
         col = self._collection(collection)
         hashes = [hashlib.sha256(data).hexdigest() for _, data, _, _ in batch]
-        known = await self._store(col.known_hashes, hashes)
+        # Signed only: an image indexed before thumbnails were stored counts as new, so indexing the
+        # library again gives it one (re-embedding it once) instead of skipping it for good.
+        known = await self._store(col.known_hashes, hashes, True)
         outcomes: list[IndexOutcome | None] = [None] * len(batch)
         fresh = []
         for i, ((item_id, _, _, _), digest) in enumerate(zip(batch, hashes, strict=True)):

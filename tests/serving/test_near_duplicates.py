@@ -98,3 +98,39 @@ def test_every_write_path_stores_the_thumbnail_and_it_survives_a_restart(
     assert [stored[i] for i in ("up0", "up1")] == expected[:2]
     assert [stored[f"ix{i}"] for i in (2, 3, 4)] == expected[2:5]
     assert stored["vec"] == b""  # stored by vector: no image, no thumbnail
+
+
+def test_indexing_again_gives_a_store_from_before_thumbnails_its_thumbnails(
+    tiny_bundle, tmp_path: Path, loop_thread
+) -> None:
+    """Resumable indexing skips what is indexed, but not an item stored without a thumbnail (a
+    store from an earlier version): indexing the library again stores it, once."""
+    import sqlite3
+
+    bundle, library = tiny_bundle
+    payloads = [data for _, data in iter_image_bytes(library)][:4]
+    items = [(f"ix{i}", data, "", {}) for i, data in enumerate(payloads)]
+    config = make_config(bundle, tmp_path / "store")
+
+    def index_all() -> list[int]:
+        running = loop_thread.run(start_server(config, ServerOptions(address="127.0.0.1:0")))
+        try:
+            with Client(f"127.0.0.1:{running.port}") as client:
+                return [r.status for r in client.index_images(items)]
+        finally:
+            loop_thread.run(running.stop())
+
+    assert index_all() == [pb.IndexImagesResult.INDEXED] * 4
+    with sqlite3.connect(tmp_path / "store" / "images" / "meta.sqlite") as conn:
+        conn.execute("UPDATE items SET signature = NULL WHERE external_id IN ('ix1', 'ix2')")
+    statuses = index_all()
+    assert statuses[1:3] == [pb.IndexImagesResult.INDEXED] * 2
+    assert statuses[0] == statuses[3] == pb.IndexImagesResult.SKIPPED_DUPLICATE
+    assert index_all() == [pb.IndexImagesResult.SKIPPED_DUPLICATE] * 4
+    store = Store(tmp_path / "store")
+    try:
+        col = store.get("images")
+        assert col.count() == 4
+        assert all(len(item.signature) == 192 for item in col.get([i for i, *_ in items]))
+    finally:
+        store.close()
