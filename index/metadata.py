@@ -92,7 +92,11 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
     reads of the older columns are unchanged."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
     if "signature" not in columns:
-        conn.execute("ALTER TABLE items ADD COLUMN signature BLOB")
+        try:
+            conn.execute("ALTER TABLE items ADD COLUMN signature BLOB")
+        except sqlite3.OperationalError as exc:  # another process opening the store added it first
+            if "duplicate column" not in str(exc):
+                raise
 
 
 def _storage_error(exc: sqlite3.Error) -> Exception:

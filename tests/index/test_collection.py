@@ -460,3 +460,31 @@ def test_a_signature_that_is_not_short_bytes_is_refused_and_nothing_is_written(
         with pytest.raises(InvalidArgument, match="signature of id 'a' must be bytes"):
             col.add([NewItem("ok", vector), NewItem("a", vector, signature=bad)])
     assert col.count() == 0
+
+
+def test_two_openers_upgrading_an_old_store_at_once_both_succeed(tmp_path: Path) -> None:
+    """The column is added by whichever opener gets there first; the other, whose look at the
+    table came before that, must not fail on adding it again."""
+    import sqlite3
+
+    from index.metadata import MetadataStore, _add_missing_columns
+
+    store = Store(tmp_path)
+    store.create("c", CollectionConfig(dim=16)).add(_items(_vectors(2)))
+    store.close()
+    path = tmp_path / "c" / "meta.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE items DROP COLUMN signature")
+    late = sqlite3.connect(path)
+    stale = late.execute("PRAGMA table_info(items)").fetchall()  # no signature column yet
+    MetadataStore(path).close()  # the other opener adds it
+
+    class StaleLook:  # the late opener acts on what it saw before
+        def execute(self, sql: str, *args):
+            return iter(stale) if sql.startswith("PRAGMA table_info") else late.execute(sql, *args)
+
+    _add_missing_columns(StaleLook())  # type: ignore[arg-type]
+    late.close()
+    again = Store(tmp_path).get("c")
+    assert again.count() == 2
+    again.close()
