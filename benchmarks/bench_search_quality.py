@@ -25,9 +25,8 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import cifar, emit
+from benchmarks.common import cifar, embed_pixels, emit
 from bundle.manifest import load_manifest
-from bundle.preprocess import encoder_input
 from bundle.runtime import Encoder
 from bundle.sources import iter_image_bytes
 from serving.images import ImageLimits, decode_for_model
@@ -72,21 +71,16 @@ def edit(data: bytes, name: str, rng: np.random.Generator) -> bytes:
 EDITS = ("crop", "flip", "rotation", "colour", "blur", "jpeg", "noise")
 
 
-def embed(encoder: Encoder, manifest, payloads: list[bytes]) -> np.ndarray:
-    out = [
-        encoder(
-            encoder_input(payloads[i : i + 256], manifest.input_size, manifest.mean, manifest.std)
-        )
-        for i in range(0, len(payloads), 256)
-    ]
-    vectors = np.concatenate(out)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
-def thumbnail_signatures(payloads: list[bytes], size: int) -> list[bytes]:
-    """The signature the server stores for each image (decoded as for the encoder)."""
+def decode(payloads: list[bytes], size: int) -> np.ndarray:
+    """``(N, size, size, 3)`` uint8, decoded as the server decodes request images; the encoder and
+    the thumbnails both start from these pixels."""
     limits = ImageLimits()
-    return signatures(np.stack([decode_for_model(d, size, limits) for d in payloads]))
+    return np.stack([decode_for_model(d, size, limits) for d in payloads])
+
+
+def embed(encoder: Encoder, manifest, pixels: np.ndarray) -> np.ndarray:
+    vectors = embed_pixels(encoder, manifest, pixels)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def tie_broken(
@@ -191,9 +185,9 @@ def main() -> None:
     queries = 200 if args.quick else min(args.queries, len(payloads))
     rng = np.random.default_rng(0)
     picks = rng.choice(len(payloads), size=queries, replace=False)
-    bank = embed(encoder, manifest, payloads)
+    pixels = decode(payloads, manifest.input_size)
+    bank, bank_sigs = embed(encoder, manifest, pixels), signatures(pixels)
     hashes = phash_bytes(payloads)
-    bank_sigs = thumbnail_signatures(payloads, manifest.input_size)
     result: dict = {
         "split": args.split,
         "indexed": len(payloads),
@@ -214,13 +208,9 @@ def main() -> None:
     )
     for name in EDITS:
         edited = [edit(payloads[i], name, rng) for i in picks]
-        similarity = embed(encoder, manifest, edited) @ bank.T
-        ranked = tie_broken(
-            similarity,
-            thumbnail_signatures(edited, manifest.input_size),
-            bank_sigs,
-            args.tie_break_margin,
-        )
+        edited_pixels = decode(edited, manifest.input_size)
+        similarity = embed(encoder, manifest, edited_pixels) @ bank.T
+        ranked = tie_broken(similarity, signatures(edited_pixels), bank_sigs, args.tie_break_margin)
         found = ranked[:, 0]
         ours_hits = found == picks
         embedding_misses = int((similarity.argmax(1) != picks).sum())

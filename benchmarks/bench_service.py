@@ -44,9 +44,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import cifar, emit
+from benchmarks.common import cifar, embed_pixels, emit
 from bundle.manifest import load_manifest
-from bundle.preprocess import decode_square, encoder_input, normalize
+from bundle.preprocess import decode_square, encoder_input
 from bundle.runtime import Encoder
 from bundle.sources import iter_image_bytes
 from index.collection import CollectionConfig
@@ -292,25 +292,10 @@ def image_vectors(bundle: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     size = manifest.input_size
     payloads = (data for split in ("test", "train") for _, data in iter_image_bytes(cifar(split)))
     pixels = np.stack([decode_square(data, size) for data in itertools.islice(payloads, n)])
-
-    def embed(images: np.ndarray) -> np.ndarray:
-        return np.concatenate(
-            [
-                encoder(
-                    normalize(
-                        np.ascontiguousarray(images[i : i + 256]), manifest.mean, manifest.std
-                    )
-                )
-                for i in range(0, len(images), 256)
-            ]
-        )
-
-    vectors = embed(pixels)
-    if len(vectors) < n:  # mirror images of the training images (test images come first)
-        vectors = np.concatenate(
-            [vectors, embed(pixels[10_000 : 10_000 + n - len(vectors), :, ::-1])]
-        )
-    queries = embed(np.roll(pixels[:1000], 2, axis=2))
+    # Test images come first; past 60,000, mirror images of the training images.
+    mirrored = pixels[10_000 : 10_000 + n - len(pixels), :, ::-1]
+    vectors = embed_pixels(encoder, manifest, np.concatenate([pixels, mirrored]))
+    queries = embed_pixels(encoder, manifest, np.roll(pixels[:1000], 2, axis=2))
     return vectors, queries
 
 

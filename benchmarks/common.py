@@ -59,6 +59,26 @@ def best_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> flo
     return best
 
 
+def embed_pixels(encoder: Any, manifest: Any, pixels: Any, batch: int = 256) -> Any:
+    """``(N, S, S, 3)`` uint8 -> the encoder's ``(N, D)`` embeddings, ``batch`` images per run.
+
+    For benchmarks that decode once and use the pixels twice (the server's thumbnails, mirror
+    images); ``bundle.preprocess.normalize`` is the server's own step from pixels to input.
+    """
+    import numpy as np
+
+    from bundle.preprocess import normalize
+
+    return np.concatenate(
+        [
+            encoder(
+                normalize(np.ascontiguousarray(pixels[i : i + batch]), manifest.mean, manifest.std)
+            )
+            for i in range(0, len(pixels), batch)
+        ]
+    )
+
+
 def emit(result: dict[str, Any]) -> None:
     """The last line of every benchmark: one JSON object."""
     print(json.dumps(result, sort_keys=True))
