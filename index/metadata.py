@@ -398,7 +398,7 @@ def _item(row: tuple, with_vector: bool, dim: int) -> Item:
         raise ValueError(
             f"stored vector of id {row[1]!r} has {vector.shape[0]} values, expected {dim}"
         )
-    signature = bytes(row[8]) if len(row) > 8 and row[8] is not None else b""
+    signature = bytes(row[8]) if row[8] is not None else b""  # NULL: stored without one
     return Item(
         row[0], row[1], row[2], row[3], json.loads(row[4]), vector, row[6], row[7], signature
     )
