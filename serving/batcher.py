@@ -1,34 +1,43 @@
 """Dynamic micro-batching: concurrent requests share one ONNX Runtime call.
 
-Requests put their rows on a queue and await a future. One worker takes the first waiting request,
-then keeps collecting until ``max_batch`` rows or ``max_wait_ms`` have passed, runs the model once in
-a thread (ONNX Runtime releases the GIL), and resolves every future with its slice. A request whose
-caller went away (deadline, cancellation) is dropped before inference. Why: at batch 32 the encoder
-does 2-3x more images/s than at batch 1 on the CPU (``benchmarks/bench_export.py``).
+Requests put their rows on a thread-safe queue and await a future. Each worker is a thread of its own
+that takes the first waiting request, keeps collecting until ``max_batch`` rows or ``max_wait_ms``
+have passed, runs the model (ONNX Runtime releases the GIL), and hands the answers back to the event
+loop in one callback. A request whose caller went away (deadline, cancellation) is dropped before
+inference. Why batch: at batch 32 the encoder does 2-3x more images/s than at batch 1 on the CPU
+(``benchmarks/bench_export.py``).
+
+Why the workers are threads, not tasks on the event loop: a task must wait for the loop to run it
+again before it can start the next batch, and under load the loop is busy with every call's
+messages, so the encoder sat idle between batches (busy ~0.87 of the time at 32 clients in
+``benchmarks/bench_service.py``). A thread starts the next batch the moment the model returns.
 
 Waiting for company only pays when there is company: a worker waits only if its previous batch held
 more than one request. A lone caller at low load is served at once (no ``max_wait_ms`` added to its
-latency), while under concurrent load the wait fills batches (``benchmarks/bench_service.py``).
+latency), while under concurrent load the wait fills batches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-
-POLL_SECONDS = 0.0005
 
 
 @dataclass
 class _Pending:
     rows: np.ndarray
     future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
+_STOP = None  # put once per worker by stop()
 
 
 class MicroBatcher:
@@ -38,8 +47,9 @@ class MicroBatcher:
         fn: the model: ``(B, ...) -> (B, ...)``; called from the worker threads.
         max_batch: most rows per call of ``fn``.
         max_wait_ms: how long the first request of a batch waits for company.
-        on_batch: optional ``on_batch(rows, seconds)`` after each model call (metrics): the
-            batch's row count and the seconds ``fn`` took, timed in the worker thread.
+        on_batch: optional ``on_batch(rows, seconds)`` after each model call (metrics), called in
+            the worker thread: the batch's row count and the seconds ``fn`` took.
+        workers: model calls that may run at once (one thread each).
     """
 
     def __init__(
@@ -54,88 +64,91 @@ class MicroBatcher:
             raise ValueError("max_batch must be >= 1")
         if workers < 1:
             raise ValueError("workers must be >= 1")
+        if max_wait_ms < 0:
+            raise ValueError("max_wait_ms must be >= 0")
         self.fn = fn
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.on_batch = on_batch
-        self._queue: asyncio.Queue[_Pending] | None = None
         self.workers = workers
-        self._tasks: list[asyncio.Task] = []
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnxruntime")
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize() if self._queue is not None else 0
+        return self._queue.qsize()
 
     def start(self) -> None:
-        self._queue = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._run()) for _ in range(self.workers)]
+        self._threads = [
+            threading.Thread(target=self._run, name=f"onnxruntime-{i}", daemon=True)
+            for i in range(self.workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-        self._executor.shutdown(wait=True)
+        """Answer what is queued, then end the workers."""
+        self._closed = True  # nothing queued after the stop sentinels: it would wait forever
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        loop = asyncio.get_running_loop()
+        for thread in self._threads:
+            await loop.run_in_executor(None, thread.join)
+        self._threads = []
 
     async def __call__(self, rows: np.ndarray) -> np.ndarray:
-        if self._queue is None:
-            raise RuntimeError("batcher not started")
+        if not self._threads or self._closed:
+            raise RuntimeError("batcher not started" if not self._closed else "batcher stopped")
         if len(rows) == 0:
             return np.empty((0,), dtype=np.float32)
-        future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(rows, future))  # unbounded: never blocks
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put(_Pending(rows, future, loop))  # unbounded: never blocks
         return await future
 
-    def _drain(self, batch: list[_Pending], size: int) -> int:
-        """Move waiting requests into ``batch`` until it is full; returns the new row count."""
-        assert self._queue is not None
-        while size < self.max_batch and not self._queue.empty():
-            item = self._queue.get_nowait()
-            batch.append(item)
-            size += len(item.rows)
-        return size
-
-    async def _run(self) -> None:
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
-        had_company = True  # until a batch shows otherwise
-        while True:
-            first = await self._queue.get()
-            batch = [first]
-            size = self._drain(batch, len(first.rows))
-            # Wait for company in short slices (no task per queued item: that costs more than a
-            # small request's own work), and stop as soon as the batch is full.
-            deadline = time.monotonic() + (self.max_wait if had_company or len(batch) > 1 else 0)
-            while size < self.max_batch:
+    # -- the worker threads -----------------------------------------------------------------------
+    def _collect(self, first: _Pending, wait: bool) -> tuple[list[_Pending], bool]:
+        """``first`` and the requests that join it; whether a stop sentinel was taken meanwhile."""
+        batch, size = [first], len(first.rows)
+        deadline = time.monotonic() + (self.max_wait if wait else 0.0)
+        while size < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                await asyncio.sleep(min(remaining, POLL_SECONDS))
-                size = self._drain(batch, size)
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)
+            size += len(item.rows)
+        return batch, False
+
+    def _run(self) -> None:
+        had_company = True  # until a batch shows otherwise
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch, stopping = self._collect(first, wait=had_company)
             had_company = len(batch) > 1
             live = [p for p in batch if not p.future.done()]  # cancelled callers are skipped
             if not live:
                 continue
-            rows = np.concatenate([p.rows for p in live])
             try:
-                out, seconds = await loop.run_in_executor(self._executor, self._chunked, rows)
+                out, seconds = self._chunked(np.concatenate([p.rows for p in live]))
             except Exception as exc:  # give every caller the model's error
-                for p in live:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
+                _answer(live, exc)
                 continue
-            start = 0
-            for p in live:
-                end = start + len(p.rows)
-                if not p.future.done():
-                    p.future.set_result(out[start:end])
-                start = end
+            _answer(live, out)
             if self.on_batch is not None:  # after the answers: bookkeeping never delays them
-                self.on_batch(len(rows), seconds)
+                self.on_batch(len(out), seconds)
 
     def _chunked(self, rows: np.ndarray) -> tuple[np.ndarray, float]:
         """One request may be larger than ``max_batch``: run it in model-sized chunks. Returns
@@ -143,3 +156,28 @@ class MicroBatcher:
         started = time.perf_counter()
         parts = [self.fn(rows[i : i + self.max_batch]) for i in range(0, len(rows), self.max_batch)]
         return np.concatenate(parts), time.perf_counter() - started
+
+
+def _answer(batch: list[_Pending], out: np.ndarray | Exception) -> None:
+    """Resolve each request's future with its slice of ``out`` (or the error), on its own loop:
+    one callback per loop, not one per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, object]]] = {}
+    start = 0
+    for p in batch:
+        end = start + len(p.rows)
+        value = out if isinstance(out, Exception) else out[start:end]
+        by_loop.setdefault(p.loop, []).append((p.future, value))
+        start = end
+    for loop, answers in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is waiting
+            loop.call_soon_threadsafe(_resolve, answers)
+
+
+def _resolve(answers: list[tuple[asyncio.Future, object]]) -> None:
+    for future, value in answers:
+        if future.done():  # the caller gave up meanwhile
+            continue
+        if isinstance(value, Exception):
+            future.set_exception(value)
+        else:
+            future.set_result(value)

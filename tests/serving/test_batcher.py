@@ -106,3 +106,84 @@ def test_on_batch_reports_each_calls_rows_and_model_seconds() -> None:
     assert [n for n, _ in reported] == [3, 6]
     first, second = (s for _, s in reported)
     assert 0.05 <= first < 5 and 0.1 <= second < 5, reported  # one model call, then two
+
+
+def test_stop_answers_what_is_queued_then_refuses_new_calls() -> None:
+    """Graceful shutdown: requests already queued get their answers, later ones a clear error."""
+    release = threading.Event()
+
+    def model(rows: np.ndarray) -> np.ndarray:
+        release.wait(5)
+        return rows * 3
+
+    async def main() -> None:
+        batcher = MicroBatcher(model, max_batch=2, max_wait_ms=0.0)
+        batcher.start()
+        calls = [asyncio.ensure_future(batcher(np.full((1, 2), i, np.float32))) for i in range(5)]
+        await asyncio.sleep(0.05)  # all five queued; the first batch is in the model
+        stopping = asyncio.ensure_future(batcher.stop())
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.wait_for(stopping, 10)
+        answers = await asyncio.wait_for(asyncio.gather(*calls), 10)  # never left waiting
+        for i, answer in enumerate(answers):
+            np.testing.assert_array_equal(answer, np.full((1, 2), 3 * i, np.float32))
+        with pytest.raises(RuntimeError, match="stopped"):
+            await batcher(np.zeros((1, 2), np.float32))
+
+    asyncio.run(main())
+
+
+def test_a_model_error_reaches_every_caller_of_its_batch_and_the_worker_goes_on() -> None:
+    def model(rows: np.ndarray) -> np.ndarray:
+        if (rows < 0).any():
+            raise ValueError("negative input")
+        return rows
+
+    async def main() -> None:
+        batcher = MicroBatcher(model, max_batch=4, max_wait_ms=50.0)
+        batcher.start()
+        try:
+            await batcher(np.zeros((1, 2), np.float32))
+            results = await asyncio.gather(
+                batcher(np.full((1, 2), -1, np.float32)),
+                batcher(np.ones((1, 2), np.float32)),
+                return_exceptions=True,
+            )
+            assert all(isinstance(r, ValueError) for r in results), results
+            np.testing.assert_array_equal(await batcher(np.ones((1, 2), np.float32)), 1)
+        finally:
+            await batcher.stop()
+
+    asyncio.run(main())
+
+
+def test_a_caller_that_went_away_is_dropped_before_inference() -> None:
+    seen: list[float] = []
+    busy = threading.Event()
+    release = threading.Event()
+
+    def model(rows: np.ndarray) -> np.ndarray:
+        seen.extend(rows[:, 0].tolist())
+        busy.set()
+        release.wait(5)
+        return rows
+
+    async def main() -> None:
+        batcher = MicroBatcher(model, max_batch=1, max_wait_ms=0.0)
+        batcher.start()
+        try:
+            first = asyncio.ensure_future(batcher(np.full((1, 2), 1, np.float32)))
+            await asyncio.get_running_loop().run_in_executor(None, busy.wait, 5)
+            gone = asyncio.ensure_future(batcher(np.full((1, 2), 2, np.float32)))
+            await asyncio.sleep(0.01)
+            gone.cancel()  # a deadline passed while it was queued
+            await asyncio.sleep(0.01)
+            release.set()
+            np.testing.assert_array_equal(await first, 1)
+            np.testing.assert_array_equal(await batcher(np.full((1, 2), 3, np.float32)), 3)
+        finally:
+            await batcher.stop()
+
+    asyncio.run(main())
+    assert seen == [1.0, 3.0]
