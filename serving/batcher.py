@@ -71,7 +71,11 @@ class MicroBatcher:
         self.max_wait = max_wait_ms / 1000
         self.on_batch = on_batch
         self.workers = workers
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        # queue.Queue, not SimpleQueue: SimpleQueue.get(timeout=...) can block past its deadline
+        # until the next put when another worker takes the item that woke it (CPython's
+        # _queuemodule.c recomputes a negative timeout, which means "forever"); with two workers
+        # and no further requests, a batch then waited for ever (seen in bench_service.py).
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._closed = False
 

@@ -187,3 +187,22 @@ def test_a_caller_that_went_away_is_dropped_before_inference() -> None:
 
     asyncio.run(main())
     assert seen == [1.0, 3.0]
+
+
+def test_bursts_with_several_workers_are_all_answered_without_a_later_request() -> None:
+    """Each burst is awaited before the next is sent, so a request that a worker holds until some
+    later request arrives (SimpleQueue's timed get could do that) would never be answered."""
+
+    async def main() -> None:
+        batcher = MicroBatcher(lambda rows: rows + 1, max_batch=4, max_wait_ms=0.3, workers=3)
+        batcher.start()
+        try:
+            for i in range(300):
+                burst = [batcher(np.full((1, 2), j, np.float32)) for j in range(1 + i % 5)]
+                answers = await asyncio.wait_for(asyncio.gather(*burst), 5.0)
+                for j, answer in enumerate(answers):
+                    np.testing.assert_array_equal(answer, np.full((1, 2), j + 1, np.float32))
+        finally:
+            await batcher.stop()
+
+    asyncio.run(main())
