@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 import time
@@ -28,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -140,7 +143,8 @@ class MicroBatcher:
             first = self._queue.get()
             if first is _STOP:
                 return
-            batch, stopping = self._collect(first, wait=had_company)
+            # Wait for company if the last batch had some or some is already queued.
+            batch, stopping = self._collect(first, had_company or not self._queue.empty())
             had_company = len(batch) > 1
             live = [p for p in batch if not p.future.done()]  # cancelled callers are skipped
             if not live:
@@ -152,7 +156,10 @@ class MicroBatcher:
                 continue
             _answer(live, out)
             if self.on_batch is not None:  # after the answers: bookkeeping never delays them
-                self.on_batch(len(out), seconds)
+                try:
+                    self.on_batch(len(out), seconds)
+                except Exception:  # a metrics failure must not end the worker (callers would hang)
+                    log.exception("on_batch failed")
 
     def _chunked(self, rows: np.ndarray) -> tuple[np.ndarray, float]:
         """One request may be larger than ``max_batch``: run it in model-sized chunks. Returns

@@ -206,3 +206,20 @@ def test_bursts_with_several_workers_are_all_answered_without_a_later_request() 
             await batcher.stop()
 
     asyncio.run(main())
+
+
+def test_a_failing_on_batch_callback_does_not_stop_the_worker() -> None:
+    def broken(rows: int, seconds: float) -> None:
+        raise RuntimeError("metrics backend down")
+
+    async def main() -> None:
+        batcher = MicroBatcher(lambda rows: rows, max_batch=2, max_wait_ms=0.0, on_batch=broken)
+        batcher.start()
+        try:
+            for i in range(3):
+                answer = await asyncio.wait_for(batcher(np.full((1, 2), i, np.float32)), 5.0)
+                np.testing.assert_array_equal(answer, i)
+        finally:
+            await batcher.stop()
+
+    asyncio.run(main())
