@@ -229,7 +229,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--encoder-streams",
         type=int,
         default=_env("encoder_streams", d.encoder_streams),
-        help="encoder runs at once (with --ort-threads 1, one per core: more images/s under load)",
+        help="encoder runs at once; for clients that send many images per call, --ort-threads 1 "
+        "and one stream per core (more images/s; a lone image then runs on one thread)",
     )
     p.add_argument("--decode-threads", type=int, default=_env("decode_threads", d.decode_threads))
     p.add_argument(
