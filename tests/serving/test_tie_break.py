@@ -7,6 +7,8 @@ import pytest
 from PIL import Image
 
 from serving.tie_break import (
+    SAME_IMAGE_MARGIN,
+    SAME_IMAGE_SIMILARITY,
     SIGNATURE_BYTES,
     near_tie_order,
     signatures,
@@ -67,29 +69,68 @@ def test_similarity_is_cosine_of_mean_removed_thumbnails_and_sees_mirror_images(
     assert got[1] == pytest.approx(max(own, xm @ y / np.linalg.norm(xm) / np.linalg.norm(y)), 1e-4)
 
 
+def _like(query: bytes, other: bytes, share: float) -> bytes:
+    """A thumbnail part ``query``, part ``other``: like the query but not the same image."""
+    q = np.frombuffer(query, np.uint8).astype(float)
+    o = np.frombuffer(other, np.uint8).astype(float)
+    return np.rint(share * q + (1 - share) * o).astype(np.uint8).tobytes()
+
+
 def test_only_near_ties_are_reordered_by_thumbnail() -> None:
     query, other = _sig(1), _sig(2)
+    like = _like(query, other, 0.8)  # nearer the query than ``other``, not the same image
+    likeness = thumbnail_similarity(query, [like, other])
+    assert likeness[0] < SAME_IMAGE_SIMILARITY and likeness[0] > likeness[1] + 0.1
     scores = np.array([0.95, 0.94, 0.90, 0.5])
-    # The copy of the query (index 1) is 0.01 behind: within 0.02 it comes first.
-    order = near_tie_order(scores, query, [other, query, query, other], margin=0.02)
+    # The likelier thumbnail (index 1) is 0.01 behind: within 0.02 it comes first.
+    order = near_tie_order(scores, query, [other, like, like, other], margin=0.02)
     np.testing.assert_array_equal(order, [1, 0, 2, 3])
-    # Index 2, 0.05 behind, is not a near tie though its thumbnail is the query's.
-    order = near_tie_order(scores, query, [other, other, query, other], margin=0.02)
+    # Index 2, 0.05 behind, is not a near tie, and not near enough the query's to be the image.
+    order = near_tie_order(scores, query, [other, other, like, other], margin=0.02)
     np.testing.assert_array_equal(order, [0, 1, 2, 3])
     # Margin 0, no query signature, a near tie stored without one: the index's order.
     for margin, q, cands in [
         (0.0, query, [other, query, other, other]),
         (0.02, b"", [other, query, other, other]),
-        (0.02, query, [other, b"", other, other]),
+        (0.02, query, [other, b"", query, other]),
     ]:
         np.testing.assert_array_equal(near_tie_order(scores, q, cands, margin), [0, 1, 2, 3])
     assert near_tie_order(np.array([0.9]), query, [other]).tolist() == [0]
 
 
+def test_a_hit_with_the_querys_own_thumbnail_comes_first_from_further_behind() -> None:
+    """Blur, JPEG and noise leave the 8 x 8 thumbnail as it was; another crop of the same photo
+    does not, though the embedding may put it a little nearer."""
+    query, other = _sig(1), _sig(2)
+    same = _like(query, other, 0.995)  # the query's thumbnail, off by rounding
+    assert thumbnail_similarity(query, [same])[0] >= SAME_IMAGE_SIMILARITY
+    behind = 0.95 - SAME_IMAGE_MARGIN + 0.001
+    scores = np.array([0.95, 0.94, behind, 0.5])
+    cands = [other, _like(query, other, 0.8), same, other]
+    np.testing.assert_array_equal(near_tie_order(scores, query, cands, 0.02), [2, 1, 0, 3])
+    # Its mirror image counts too.
+    mirrored = np.frombuffer(same, np.uint8).reshape(8, 8, 3)[:, ::-1].tobytes()
+    cands_mirrored = [other, other, mirrored, other]
+    np.testing.assert_array_equal(near_tie_order(scores, query, cands_mirrored), [2, 0, 1, 3])
+    # Past the wider margin, or a hit within it stored without a thumbnail, or margin 0: no.
+    far = np.array([0.95, 0.94, 0.95 - SAME_IMAGE_MARGIN - 0.001, 0.5])
+    np.testing.assert_array_equal(
+        near_tie_order(far, query, [other, other, same, other]), [0, 1, 2, 3]
+    )
+    for margin, cands in [(0.02, [other, other, b"", same]), (0.0, [other, other, same, other])]:
+        near_end = np.array([0.95, 0.94, 0.93, behind])
+        np.testing.assert_array_equal(near_tie_order(near_end, query, cands, margin), [0, 1, 2, 3])
+
+
 def test_l2_distances_use_twice_the_margin() -> None:
     """For unit vectors a squared L2 distance is 2 - 2 cos: a cosine margin of 0.02 is 0.04."""
     query, other = _sig(1), _sig(2)
-    cands = [other, query]
+    cands = [other, _like(query, other, 0.8)]
     near = near_tie_order(np.array([0.10, 0.139]), query, cands, 0.02, larger_is_nearer=False)
     far = near_tie_order(np.array([0.10, 0.141]), query, cands, 0.02, larger_is_nearer=False)
+    assert near.tolist() == [1, 0] and far.tolist() == [0, 1]
+    # The same-image rule's 0.05 is 0.1 in squared distance.
+    cands = [other, query]
+    near = near_tie_order(np.array([0.10, 0.199]), query, cands, 0.02, larger_is_nearer=False)
+    far = near_tie_order(np.array([0.10, 0.201]), query, cands, 0.02, larger_is_nearer=False)
     assert near.tolist() == [1, 0] and far.tolist() == [0, 1]
