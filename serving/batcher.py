@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 class _Pending:
     rows: np.ndarray
     future: asyncio.Future
-    loop: asyncio.AbstractEventLoop
 
 
 _STOP = None  # put once per worker by stop()
@@ -80,6 +79,7 @@ class MicroBatcher:
         # and no further requests, a batch then waited for ever (seen in bench_service.py).
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # the callers', set by start()
         self._closed = False
 
     @property
@@ -87,6 +87,8 @@ class MicroBatcher:
         return self._queue.qsize()
 
     def start(self) -> None:
+        """Start the workers; call from the event loop whose coroutines will await the batcher."""
+        self._loop = asyncio.get_running_loop()
         self._threads = [
             threading.Thread(target=self._run, name=f"onnxruntime-{i}", daemon=True)
             for i in range(self.workers)
@@ -99,19 +101,19 @@ class MicroBatcher:
         self._closed = True  # nothing queued after the stop sentinels: it would wait forever
         for _ in self._threads:
             self._queue.put(_STOP)
-        loop = asyncio.get_running_loop()
         for thread in self._threads:
-            await loop.run_in_executor(None, thread.join)
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
         self._threads = []
 
     async def __call__(self, rows: np.ndarray) -> np.ndarray:
-        if not self._threads or self._closed:
-            raise RuntimeError("batcher not started" if not self._closed else "batcher stopped")
+        if self._closed:
+            raise RuntimeError("batcher stopped")
+        if self._loop is None:
+            raise RuntimeError("batcher not started")
         if len(rows) == 0:
             return np.empty((0,), dtype=np.float32)
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.put(_Pending(rows, future, loop))  # unbounded: never blocks
+        future = self._loop.create_future()
+        self._queue.put(_Pending(rows, future))  # unbounded: never blocks
         return await future
 
     # -- the worker threads -----------------------------------------------------------------------
@@ -152,9 +154,9 @@ class MicroBatcher:
             try:
                 out, seconds = self._chunked(np.concatenate([p.rows for p in live]))
             except Exception as exc:  # give every caller the model's error
-                _answer(live, exc)
+                self._answer(live, exc)
                 continue
-            _answer(live, out)
+            self._answer(live, out)
             if self.on_batch is not None:  # after the answers: bookkeeping never delays them
                 try:
                     self.on_batch(len(out), seconds)
@@ -168,20 +170,17 @@ class MicroBatcher:
         parts = [self.fn(rows[i : i + self.max_batch]) for i in range(0, len(rows), self.max_batch)]
         return np.concatenate(parts), time.perf_counter() - started
 
-
-def _answer(batch: list[_Pending], out: np.ndarray | Exception) -> None:
-    """Resolve each request's future with its slice of ``out`` (or the error), on its own loop:
-    one callback per loop, not one per request."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, object]]] = {}
-    start = 0
-    for p in batch:
-        end = start + len(p.rows)
-        value = out if isinstance(out, Exception) else out[start:end]
-        by_loop.setdefault(p.loop, []).append((p.future, value))
-        start = end
-    for loop, answers in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is waiting
-            loop.call_soon_threadsafe(_resolve, answers)
+    def _answer(self, batch: list[_Pending], out: np.ndarray | Exception) -> None:
+        """Resolve each request's future with its slice of ``out`` (or the error) on the callers'
+        loop: one callback per batch, not one per request."""
+        answers: list[tuple[asyncio.Future, object]] = []
+        start = 0
+        for p in batch:
+            end = start + len(p.rows)
+            answers.append((p.future, out if isinstance(out, Exception) else out[start:end]))
+            start = end
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+            self._loop.call_soon_threadsafe(_resolve, answers)
 
 
 def _resolve(answers: list[tuple[asyncio.Future, object]]) -> None:

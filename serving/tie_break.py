@@ -14,7 +14,8 @@ thumbnail is near identical to the query's (cosine >= ``SAME_IMAGE_SIMILARITY``,
 image counted) is taken for the image itself and comes first. Blur, JPEG and noise leave an 8 x 8
 thumbnail all but unchanged, while another crop of the same photo, which the embedding may put
 0.02-0.04 nearer, shifts it (every blur miss of the near-tie rule alone, 3 on each CIFAR-10 set
-below, had the original at 0.993-0.999 and the image returned at 0.88-0.99). Crops and rotations
+below, had the original at 0.993-0.999 and the image returned at 0.88-0.99: a side script over the
+benchmark's candidates, not a figure the benchmark prints). Crops and rotations
 change the thumbnail, so the rule leaves them be (their misses in the benchmark did not move).
 
 Each stored item keeps its thumbnail (192 bytes) as the index's opaque ``signature``; items stored

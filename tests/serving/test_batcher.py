@@ -191,7 +191,8 @@ def test_a_caller_that_went_away_is_dropped_before_inference() -> None:
 
 def test_bursts_with_several_workers_are_all_answered_without_a_later_request() -> None:
     """Each burst is awaited before the next is sent, so a request that a worker holds until some
-    later request arrives (SimpleQueue's timed get could do that) would never be answered."""
+    later request arrives would never be answered. (SimpleQueue's timed get could do that, but
+    only under load: this test does not reproduce that race.)"""
 
     async def main() -> None:
         batcher = MicroBatcher(lambda rows: rows + 1, max_batch=4, max_wait_ms=0.3, workers=3)
