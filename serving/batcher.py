@@ -12,6 +12,16 @@ again before it can start the next batch, and under load the loop is busy with e
 messages, so the encoder sat idle between batches (busy ~0.87 of the time at 32 clients in
 ``benchmarks/bench_service.py``). A thread starts the next batch the moment the model returns.
 
+Lanes, for a backlog: when more than ``max_batch`` rows are waiting, a worker takes up to
+``max_batch`` per lane (without waiting for more) and runs them split evenly over single-threaded
+copies of the model side by side, one per core, instead of one call of the multi-threaded model.
+Why: on a CPU shared with the event loop (which decodes every request's images), a multi-threaded
+run waits at every operator's barrier for whichever of its threads the loop preempted; independent
+lanes lose only the preempted lane's time. A batch that fits in one call, and a lone image above
+all, still gets the multi-threaded model (lowest latency). ``benchmarks/bench_service.py``, 32
+clients x 16 images per call: 0.76-0.78 of in-process with one two-thread call per batch, 0.86-0.87
+with two lanes (side runs, this 2-core machine); one image per call unchanged.
+
 Waiting for company only pays when there is company: a worker waits only if its previous batch held
 more than one request. A lone caller at low load is served at once (no ``max_wait_ms`` added to its
 latency), while under concurrent load the wait fills batches.
@@ -25,7 +35,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +63,9 @@ class MicroBatcher:
         on_batch: optional ``on_batch(rows, seconds)`` after each model call (metrics), called in
             the worker thread: the batch's row count and the seconds ``fn`` took.
         workers: model calls that may run at once (one thread each).
+        lanes: optional single-threaded copies of ``fn`` (two or more) for a backlog: more than
+            ``max_batch`` rows waiting are taken together and split evenly over them, run side by
+            side. Empty or one: no lanes.
     """
 
     def __init__(
@@ -61,6 +75,7 @@ class MicroBatcher:
         max_wait_ms: float = 2.0,
         on_batch: Callable[[int, float], None] | None = None,
         workers: int = 1,
+        lanes: Sequence[Callable[[np.ndarray], np.ndarray]] = (),
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
@@ -73,6 +88,13 @@ class MicroBatcher:
         self.max_wait = max_wait_ms / 1000
         self.on_batch = on_batch
         self.workers = workers
+        self.lanes = list(lanes) if len(lanes) > 1 else []
+        # The first lane runs in the worker's own thread, the others here.
+        self._lane_pool = (
+            ThreadPoolExecutor(len(self.lanes) - 1, thread_name_prefix="onnxruntime-lane")
+            if self.lanes
+            else None
+        )
         # queue.Queue, not SimpleQueue: SimpleQueue.get(timeout=...) can block past its deadline
         # until the next put when another worker takes the item that woke it (CPython's
         # _queuemodule.c recomputes a negative timeout, which means "forever"); with two workers
@@ -104,6 +126,8 @@ class MicroBatcher:
         for thread in self._threads:
             await asyncio.get_running_loop().run_in_executor(None, thread.join)
         self._threads = []
+        if self._lane_pool is not None:
+            self._lane_pool.shutdown(wait=False)  # the workers have ended: no lane is running
 
     async def __call__(self, rows: np.ndarray) -> np.ndarray:
         if self._closed:
@@ -121,10 +145,13 @@ class MicroBatcher:
         """``first`` and the requests that join it; whether a stop sentinel was taken meanwhile."""
         batch, size = [first], len(first.rows)
         deadline = time.monotonic() + (self.max_wait if wait else 0.0)
-        while size < self.max_batch:
+        most = self.max_batch * max(1, len(self.lanes))  # past max_batch: only what is waiting
+        while size < most:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
+                if size >= self.max_batch:
+                    break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -152,7 +179,7 @@ class MicroBatcher:
             if not live:
                 continue
             try:
-                out, seconds = self._chunked(np.concatenate([p.rows for p in live]))
+                out, seconds = self._infer(np.concatenate([p.rows for p in live]))
             except Exception as exc:  # give every caller the model's error
                 self._answer(live, exc)
                 continue
@@ -163,12 +190,30 @@ class MicroBatcher:
                 except Exception:  # a metrics failure must not end the worker (callers would hang)
                     log.exception("on_batch failed")
 
-    def _chunked(self, rows: np.ndarray) -> tuple[np.ndarray, float]:
-        """One request may be larger than ``max_batch``: run it in model-sized chunks. Returns
-        the outputs and the seconds the model took."""
+    def _infer(self, rows: np.ndarray) -> tuple[np.ndarray, float]:
+        """The outputs for ``rows`` and the seconds the model took: on the lanes if there are
+        more rows than one call takes, else with ``fn``."""
         started = time.perf_counter()
-        parts = [self.fn(rows[i : i + self.max_batch]) for i in range(0, len(rows), self.max_batch)]
-        return np.concatenate(parts), time.perf_counter() - started
+        if not self.lanes or len(rows) <= self.max_batch:
+            return self._chunked(self.fn, rows), time.perf_counter() - started
+        share = -(-len(rows) // len(self.lanes))  # ceil: the last lane may get fewer rows, or none
+        parts = [rows[i : i + share] for i in range(0, len(rows), share)]
+        others = [
+            self._lane_pool.submit(self._chunked, lane, part)
+            for lane, part in zip(self.lanes[1:], parts[1:], strict=False)
+        ]
+        try:
+            first = self._chunked(self.lanes[0], parts[0])
+        except Exception:
+            wait(others)  # answer only when no lane still runs
+            raise
+        outs = [first, *(future.result() for future in others)]
+        return np.concatenate(outs), time.perf_counter() - started
+
+    def _chunked(self, fn: Callable[[np.ndarray], np.ndarray], rows: np.ndarray) -> np.ndarray:
+        """One request may be larger than ``max_batch``: run it in model-sized chunks."""
+        parts = [fn(rows[i : i + self.max_batch]) for i in range(0, len(rows), self.max_batch)]
+        return np.concatenate(parts)
 
     def _answer(self, batch: list[_Pending], out: np.ndarray | Exception) -> None:
         """Resolve each request's future with its slice of ``out`` (or the error) on the callers'

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,6 +57,9 @@ class ServiceConfig:
     decode_threads: int = 2
     ort_threads: int = 2
     encoder_streams: int = 1
+    # Single-threaded encoder copies a backlog is split over (serving.batcher); "auto": one per
+    # --ort-threads thread on the CPU, none on a GPU.
+    encoder_lanes: int | str = "auto"
     faiss_threads: int = 1
     max_request_images: int = 256
     max_k: int = 1000
@@ -133,6 +137,12 @@ class SearchService:
                 self.manifest, self.config.int8, self.config.device, self.config.ort_threads
             ),
         )
+        lanes = self._lane_count()
+        narrow = None
+        if lanes > 1:  # one single-threaded session: concurrent runs each use the calling thread
+            narrow = await loop.run_in_executor(
+                None, lambda: Encoder(self.manifest, self.config.int8, self.config.device, 1)
+            )
         decoder = denoiser = None
         if self.manifest.has("decoder"):
             decoder = await loop.run_in_executor(
@@ -168,6 +178,7 @@ class SearchService:
             self.config.max_wait_ms,
             self.on_batch,
             self.config.encoder_streams,
+            [lambda pixels: self._encode_pixels(pixels, narrow)] * lanes if narrow else (),
         )
         self.batcher.start()
         self.store = await loop.run_in_executor(None, Store, self.config.store)
@@ -185,11 +196,12 @@ class SearchService:
         )
         self.ready = True
         log.info(
-            "ready: bundle %s (%s), store %s, providers %s",
+            "ready: bundle %s (%s), store %s, providers %s, encoder lanes %d",
             self.config.bundle,
             self.manifest.data["model"],
             self.config.store,
             self.encoder.providers,
+            lanes,
         )
 
     async def stop(self) -> None:
@@ -210,11 +222,22 @@ class SearchService:
     def _collection(self, name: str):
         return self.store.get(name or self.config.default_collection)
 
+    def _lane_count(self) -> int:
+        """How many single-threaded encoder lanes the batcher gets for a backlog (0: none)."""
+        lanes = self.config.encoder_lanes
+        if lanes != "auto":
+            return int(lanes)
+        if self.encoder.providers[0] != "CPUExecutionProvider":
+            return 0  # a GPU runs one big batch best
+        return self.config.ort_threads or os.cpu_count() or 1
+
     # -- embeddings -------------------------------------------------------------------------------
-    def _encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """``(B, S, S, 3)`` uint8 -> ``(B, D)``, in the batcher's thread: normalising there, once per
-        batch, keeps ~15 us per image off the event loop, which serves every call's messages."""
-        return self.encoder(normalize(pixels, self.manifest.mean, self.manifest.std))
+    def _encode_pixels(self, pixels: np.ndarray, encoder: Encoder | None = None) -> np.ndarray:
+        """``(B, S, S, 3)`` uint8 -> ``(B, D)`` with ``encoder`` (default: the multi-threaded one),
+        in the batcher's threads: normalising there, once per batch, keeps ~15 us per image off the
+        event loop, which serves every call's messages."""
+        encoder = encoder or self.encoder
+        return encoder(normalize(pixels, self.manifest.mean, self.manifest.std))
 
     async def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """``(n, S, S, 3)`` uint8 -> ``(n, D)`` embeddings through the micro-batcher."""

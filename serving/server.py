@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,16 +183,26 @@ def _env(name: str, default):
     )
 
 
-def _ensemble(value: str | int) -> str | int:
-    """``--denoise-ensemble`` (or ``SIMCLR_DENOISE_ENSEMBLE``): ``auto`` or a number of passes."""
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"denoise ensemble must be auto, 1, 2, 4 or 8, got {value!r}"
-        ) from None
+def _auto_or_int(what: str, least: int) -> Callable[[str | int], str | int]:
+    """A parser for a flag (or its ``SIMCLR_`` variable) that takes ``auto`` or a whole number of
+    at least ``least``; ``what`` says what it must be, for the error."""
+
+    def parse(value: str | int) -> str | int:
+        if value == "auto":
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            number = least - 1
+        if number < least:
+            raise argparse.ArgumentTypeError(f"{what}, got {value!r}")
+        return number
+
+    return parse
+
+
+_ensemble = _auto_or_int("denoise ensemble must be auto, 1, 2, 4 or 8", 1)
+_lanes = _auto_or_int("encoder lanes must be auto or a whole number >= 0", 0)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -229,8 +240,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--encoder-streams",
         type=int,
         default=_env("encoder_streams", d.encoder_streams),
-        help="encoder runs at once; for clients that send many images per call, --ort-threads 1 "
-        "and one stream per core (more images/s; a lone image then runs on one thread)",
+        help="batches the encoder runs at once, each on --ort-threads threads",
+    )
+    p.add_argument(
+        "--encoder-lanes",
+        type=_lanes,
+        default=_env("encoder_lanes", d.encoder_lanes),  # a string: argparse checks it with _lanes
+        help="a backlog of more than --max-batch images is split over this many single-threaded"
+        " encoder runs side by side (clients that send many images per call); a smaller batch runs"
+        " on --ort-threads threads; auto: one per --ort-threads thread on the CPU, none on a GPU",
     )
     p.add_argument("--decode-threads", type=int, default=_env("decode_threads", d.decode_threads))
     p.add_argument(
@@ -290,6 +308,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServiceConfig, ServerOpt
         decode_threads=args.decode_threads,
         ort_threads=args.ort_threads,
         encoder_streams=args.encoder_streams,
+        encoder_lanes=args.encoder_lanes,
         faiss_threads=args.faiss_threads,
         denoise_ensemble=args.denoise_ensemble,
         max_denoise_pixels=args.max_denoise_pixels,

@@ -32,3 +32,17 @@ def test_tie_break_margin_from_flag_and_environment(monkeypatch: pytest.MonkeyPa
     assert _config(["--tie-break-margin", "0"]).tie_break_margin == 0.0
     monkeypatch.setenv("SIMCLR_TIE_BREAK_MARGIN", "0.05")
     assert _config([]).tie_break_margin == 0.05
+
+
+def test_encoder_lanes_from_flag_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _config([]).encoder_lanes == "auto"
+    assert _config(["--encoder-lanes", "0"]).encoder_lanes == 0
+    monkeypatch.setenv("SIMCLR_ENCODER_LANES", "3")
+    assert _config([]).encoder_lanes == 3
+    assert _config(["--encoder-lanes", "auto"]).encoder_lanes == "auto"  # the flag wins
+    for bad in (["--encoder-lanes", "-1"], ["--encoder-lanes", "two"]):
+        with pytest.raises(SystemExit):
+            _config(bad)
+    monkeypatch.setenv("SIMCLR_ENCODER_LANES", "many")
+    with pytest.raises(SystemExit):  # a usage error naming the flag, not a traceback
+        _config([])
