@@ -320,6 +320,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--ort-threads", default="2", help="the server's --ort-threads")
     parser.add_argument("--encoder-streams", default="1", help="the server's --encoder-streams")
+    parser.add_argument("--encoder-lanes", default="auto", help="the server's --encoder-lanes")
     args = parser.parse_args()
     bundle = Path(args.bundle)
     seconds = 3.0 if args.quick else 10.0
@@ -351,6 +352,8 @@ def main() -> None:
         args.ort_threads,
         "--encoder-streams",
         args.encoder_streams,
+        "--encoder-lanes",
+        args.encoder_lanes,
     )
     try:
         rates, busy, cores = {}, {}, {}

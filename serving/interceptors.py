@@ -26,7 +26,8 @@ LATENCY = Histogram(
 IN_FLIGHT = Gauge("simclr_in_flight_requests", "RPCs being served")
 BATCH_SIZE = Histogram(
     "simclr_inference_batch_size",
-    "images per ONNX Runtime call",
+    "images per micro-batch (one ONNX Runtime call, or split over the encoder lanes when more "
+    "than --max-batch)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
 ENCODER_BUSY = Counter(
