@@ -18,9 +18,10 @@ copies of the model side by side, one per core, instead of one call of the multi
 Why: on a CPU shared with the event loop (which decodes every request's images), a multi-threaded
 run waits at every operator's barrier for whichever of its threads the loop preempted; independent
 lanes lose only the preempted lane's time. A batch that fits in one call, and a lone image above
-all, still gets the multi-threaded model (lowest latency). ``benchmarks/bench_service.py``, 32
-clients x 16 images per call: 0.76-0.78 of in-process with one two-thread call per batch, 0.86-0.87
-with two lanes (side runs, this 2-core machine); one image per call unchanged.
+all, still gets the multi-threaded model (lowest latency). ``benchmarks/bench_service.py`` on a
+2-core machine, 32 clients x 16 images per call: 0.80-0.81 of in-process with one two-thread call
+per batch (commit 4abaef7), 0.88-0.89 with two lanes (633c282, two runs); one image per call as
+before.
 
 Waiting for company only pays when there is company: a worker waits only if its previous batch held
 more than one request. A lone caller at low load is served at once (no ``max_wait_ms`` added to its

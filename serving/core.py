@@ -201,7 +201,7 @@ class SearchService:
             self.manifest.data["model"],
             self.config.store,
             self.encoder.providers,
-            lanes,
+            len(self.batcher.lanes),
         )
 
     async def stop(self) -> None:

@@ -193,8 +193,8 @@ def _auto_or_int(what: str, least: int) -> Callable[[str | int], str | int]:
         try:
             number = int(value)
         except ValueError:
-            number = least - 1
-        if number < least:
+            number = None
+        if number is None or number < least:
             raise argparse.ArgumentTypeError(f"{what}, got {value!r}")
         return number
 

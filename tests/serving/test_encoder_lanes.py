@@ -13,17 +13,27 @@ from serving.core import SearchService
 from tests.serving.conftest import make_config
 
 
-def _embed_all(config, images: list[bytes]) -> tuple[int, np.ndarray, np.ndarray]:
-    """Lanes the batcher got; the images embedded as one request (more than max_batch: a backlog)
-    and one by one (never one)."""
+def _embed_all(config, images: list[bytes]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Rows each of the batcher's lanes ran (one entry per lane); the images embedded as one request
+    (more than max_batch: a backlog), then five of them one by one (never a backlog)."""
 
     async def main():
         service = SearchService(config)
         await service.start()
+        ran = [0] * len(service.batcher.lanes)
+
+        def counted(slot: int, lane):  # the real lane, counting the rows it runs
+            def run(pixels: np.ndarray) -> np.ndarray:
+                ran[slot] += len(pixels)
+                return lane(pixels)
+
+            return run
+
+        service.batcher.lanes = [counted(i, lane) for i, lane in enumerate(service.batcher.lanes)]
         try:
             whole = await service.embed(images)
             single = np.concatenate([await service.embed([data]) for data in images[:5]])
-            return len(service.batcher.lanes), whole, single
+            return ran, whole, single
         finally:
             await service.stop()
 
@@ -40,7 +50,9 @@ def test_auto_lanes_on_the_cpu_match_the_multi_threaded_encoder(
     none, plain, _ = _embed_all(
         make_config(bundle, tmp_path / "b", encoder_lanes=0, **overrides), images
     )
-    assert (lanes, none) == (2, 0)  # auto: one per --ort-threads thread on the CPU; 0: none
+    # auto: one lane per --ort-threads thread on the CPU, and the backlog ran on them, 20 rows
+    # each; the single images did not; 0: no lanes.
+    assert (lanes, none) == ([20, 20], [])
     assert whole.shape == (40, plain.shape[1])
     np.testing.assert_allclose(whole, plain, atol=1e-5)  # in order, whichever lane ran a row
     np.testing.assert_allclose(single, plain[:5], atol=1e-5)
