@@ -24,7 +24,7 @@ COPY training ./training
 COPY serving ./serving
 COPY index ./index
 COPY protos ./protos
-COPY cli ./cli
+COPY simclr_search ./simclr_search
 COPY bundle ./bundle
 COPY models ./models
 ARG EXTRAS=train,serve

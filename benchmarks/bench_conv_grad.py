@@ -23,10 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from simclr_search.training.loss import NTXentLoss
+from simclr_search.training.models import im2col_conv
+from simclr_search.training.models.simclr import build_model
+
 from benchmarks.common import best_seconds, emit, machine
-from training.loss import NTXentLoss
-from training.models import im2col_conv
-from training.models.simclr import build_model
 
 
 def _ms(fn: Callable[[], object], repeats: int) -> float:

@@ -24,12 +24,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from simclr_search.training.config import TrainConfig
+from simclr_search.training.data.library import build_library
+from simclr_search.training.models.simclr import build_model
+from simclr_search.training.precision import resolve_precision, select_device
+from simclr_search.training.train import evaluate, run
+
 from benchmarks.common import cifar, emit, machine
-from training.config import TrainConfig
-from training.data.library import build_library
-from training.models.simclr import build_model
-from training.precision import resolve_precision, select_device
-from training.train import evaluate, run
 
 
 def random_floor(cfg: TrainConfig, cache: str) -> float:

@@ -25,12 +25,18 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from simclr_search.bundle.manifest import load_manifest
+from simclr_search.bundle.runtime import Encoder
+from simclr_search.bundle.sources import iter_image_bytes
+from simclr_search.serving.core.images import ImageLimits, decode_for_model
+from simclr_search.serving.core.tie_break import (
+    CANDIDATES,
+    DEFAULT_MARGIN,
+    near_tie_order,
+    signatures,
+)
+
 from benchmarks.common import cifar, embed_pixels, emit
-from bundle.manifest import load_manifest
-from bundle.runtime import Encoder
-from bundle.sources import iter_image_bytes
-from serving.images import ImageLimits, decode_for_model
-from serving.tie_break import CANDIDATES, DEFAULT_MARGIN, near_tie_order, signatures
 
 ROOT = Path(__file__).resolve().parents[1]
 

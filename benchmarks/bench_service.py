@@ -44,17 +44,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from simclr_search.bundle.manifest import load_manifest
+from simclr_search.bundle.preprocess import decode_square, encoder_input
+from simclr_search.bundle.runtime import Encoder
+from simclr_search.bundle.sources import iter_image_bytes
+from simclr_search.index.collection import CollectionConfig
+from simclr_search.index.metadata import NewItem
+from simclr_search.index.store import Store
+from simclr_search.serving.client import AsyncClient
+from simclr_search.serving.jobs.indexer import bulk_config, index_local
+from simclr_search.serving.jobs.quickstart import start_server
+
 from benchmarks.common import cifar, embed_pixels, emit
-from bundle.manifest import load_manifest
-from bundle.preprocess import decode_square, encoder_input
-from bundle.runtime import Encoder
-from bundle.sources import iter_image_bytes
-from index.collection import CollectionConfig
-from index.metadata import NewItem
-from index.store import Store
-from serving.client import AsyncClient
-from serving.indexer import bulk_config, index_local
-from serving.quickstart import start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -29,17 +29,18 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from simclr_search.training.augment import SimCLRAugment
+from simclr_search.training.config import TrainConfig
+from simclr_search.training.data.batches import BatchReader
+from simclr_search.training.data.library import build_library
+from simclr_search.training.loss import NTXentLoss
+from simclr_search.training.models.simclr import build_model
+from simclr_search.training.optim import build_optimizer, warmup_cosine
+from simclr_search.training.precision import grad_scaler, resolve_precision
+from simclr_search.training.run_log import RunLog
+from simclr_search.training.train import TrainState, train_one_epoch
+
 from benchmarks.common import cifar, emit, machine, peak_gflops
-from training.augment import SimCLRAugment
-from training.config import TrainConfig
-from training.data.batches import BatchReader
-from training.data.library import build_library
-from training.loss import NTXentLoss
-from training.models.simclr import build_model
-from training.optim import build_optimizer, warmup_cosine
-from training.precision import grad_scaler, resolve_precision
-from training.run_log import RunLog
-from training.train import TrainState, train_one_epoch
 
 
 def step_flops(encoder: str, batch: int) -> float:

@@ -40,7 +40,7 @@ cp /tmp/gpu-simclr/curves.png "$out/simclr-curves.png" 2>/dev/null
 
 if [ -n "$denoiser_weights" ]; then
     echo "== denoiser continued on the GPU, ${denoiser_minutes} min"
-    timeout $((${denoiser_minutes%.*} * 60 + 120)) "$python" -m cli.main train-denoiser \
+    timeout $((${denoiser_minutes%.*} * 60 + 120)) "$python" -m simclr_search.cli.main train-denoiser \
         --data "$data/cifar10-jpg/train.tar.gz" --weights "$denoiser_weights" \
         --minutes "$denoiser_minutes" --batch-size 256 --lr 5e-4 --seed 2 --device "$device" \
         --progress false --out-dir /tmp/gpu-denoiser 2>&1 | tail -n 5 | tee "$out/denoiser.txt"

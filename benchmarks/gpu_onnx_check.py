@@ -20,9 +20,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from simclr_search.bundle.manifest import load_manifest
+from simclr_search.bundle.runtime import Denoiser, Encoder
+
 from benchmarks.common import emit
-from bundle.manifest import load_manifest
-from bundle.runtime import Denoiser, Encoder
 
 
 def images_per_s(encoder: Encoder, batch: np.ndarray, repeats: int = 5) -> float:

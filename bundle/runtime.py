@@ -13,9 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-from bundle.manifest import BundleError, Manifest
-from bundle.tiling import BORDER
+from simclr_search.bundle.manifest import BundleError, Manifest
+from simclr_search.bundle.tiling import BORDER
 
 log = logging.getLogger(__name__)
 _warned_cpu = False
@@ -230,7 +229,7 @@ class Denoiser:
         cancelled: Callable[[], bool] | None = None,
     ) -> np.ndarray:
         """``(H, W, 3)`` on the 0-255 scale (noisy values outside it are fine) -> float32 in [0, 255]."""
-        from bundle.tiling import apply_tiled
+        from simclr_search.bundle.tiling import apply_tiled
 
         if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
             raise ValueError(f"expected an RGB image of shape (H, W, 3), got {image.shape}")

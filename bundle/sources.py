@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from bundle.tar_reader import READ_ERRORS, NotSimpleTar, iter_members, open_tar
+from simclr_search.bundle.tar_reader import READ_ERRORS, NotSimpleTar, iter_members, open_tar
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from index.errors import InvalidArgument
+from simclr_search.index.errors import InvalidArgument
 
 MAX_K = 10_000
 MAX_ID_LENGTH = 512

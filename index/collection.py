@@ -20,17 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from index import planner
-from index.checks import MAX_K, as_vectors, check_ids, check_k
-from index.errors import InvalidArgument, NotFound, StorageFailure
-from index.hits import Hit, exact_search, to_hits
-from index.metadata import Item, MetadataStore, NewItem, check_filter
-from index.rebuild import build_from_sqlite, plan, tune
-from index.recovery import load_index, replay
-from index.rwlock import RWLock
-from index.snapshot import write_snapshot
-from index.vector_index import KINDS, METRICS, IndexSpec, VectorIndex
+from simclr_search.index import planner
+from simclr_search.index.checks import MAX_K, as_vectors, check_ids, check_k
+from simclr_search.index.errors import InvalidArgument, NotFound, StorageFailure
+from simclr_search.index.hits import Hit, exact_search, to_hits
+from simclr_search.index.metadata import Item, MetadataStore, NewItem, check_filter
+from simclr_search.index.rebuild import build_from_sqlite, plan, tune
+from simclr_search.index.recovery import load_index, replay
+from simclr_search.index.rwlock import RWLock
+from simclr_search.index.snapshot import write_snapshot
+from simclr_search.index.vector_index import KINDS, METRICS, IndexSpec, VectorIndex
 
 log = logging.getLogger(__name__)
 

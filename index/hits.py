@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from index.metadata import MetadataStore
+from simclr_search.index.metadata import MetadataStore
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from index.hits import exact_search
-from index.vector_index import IndexSpec, VectorIndex, _default_pq_m, default_nlist
+from simclr_search.index.hits import exact_search
+from simclr_search.index.vector_index import IndexSpec, VectorIndex, _default_pq_m, default_nlist
 
 EXACT_BELOW = 50_000
 

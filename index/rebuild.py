@@ -12,13 +12,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from index import planner
-from index.metadata import MetadataStore
-from index.vector_index import IndexSpec, VectorIndex
+from simclr_search.index import planner
+from simclr_search.index.metadata import MetadataStore
+from simclr_search.index.vector_index import IndexSpec, VectorIndex
 
 if TYPE_CHECKING:
-    from index.collection import CollectionConfig
+    from simclr_search.index.collection import CollectionConfig
 
 log = logging.getLogger(__name__)
 

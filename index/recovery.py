@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from index.metadata import MetadataStore
-from index.rebuild import build_from_sqlite
-from index.snapshot import CorruptSnapshot, read_snapshot
-from index.vector_index import IndexSpec, VectorIndex
+from simclr_search.index.metadata import MetadataStore
+from simclr_search.index.rebuild import build_from_sqlite
+from simclr_search.index.snapshot import CorruptSnapshot, read_snapshot
+from simclr_search.index.vector_index import IndexSpec, VectorIndex
 
 if TYPE_CHECKING:
-    from index.collection import CollectionConfig
+    from simclr_search.index.collection import CollectionConfig
 
 log = logging.getLogger(__name__)
 

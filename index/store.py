@@ -13,8 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from index.collection import Collection, CollectionConfig
-from index.errors import AlreadyExists, IncompatibleSpace, InvalidArgument, NotFound
+from simclr_search.index.collection import Collection, CollectionConfig
+from simclr_search.index.errors import AlreadyExists, IncompatibleSpace, InvalidArgument, NotFound
 
 log = logging.getLogger("simclr.index")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

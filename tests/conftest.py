@@ -65,8 +65,8 @@ def cifar_archive(split: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A compact encoder trained for 9 steps on a small library: ``(checkpoint, library)``."""
-    from training.config import TrainConfig
-    from training.train import run
+    from simclr_search.training.config import TrainConfig
+    from simclr_search.training.train import run
 
     root = tmp_path_factory.mktemp("tiny-run")
     library = make_library(root / "library", per_class=16)
@@ -95,7 +95,7 @@ def tiny_bundle(
     tiny_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Path]:
     """``tiny_run``'s model exported as a bundle (with INT8): ``(bundle, library)``."""
-    from training.export import export_bundle
+    from simclr_search.training.export import export_bundle
 
     checkpoint, library = tiny_run
     bundle = tmp_path_factory.mktemp("tiny-bundle") / "bundle"

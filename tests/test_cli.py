@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import COMMANDS, main
+from simclr_search.cli.main import COMMANDS, main
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -30,7 +30,7 @@ def test_train_on_a_missing_folder_is_one_clear_line(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "cli.main",
+            "simclr_search.cli.main",
             "train",
             "--data",
             str(tmp_path / "nowhere"),
@@ -57,7 +57,7 @@ def test_console_script_is_installed() -> None:
 def test_bench_lists_runs_and_refuses_benchmarks_by_name(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from cli.bench import BENCHMARKS
+    from simclr_search.cli.bench import BENCHMARKS
 
     assert main(["bench"]) == 0
     listed = capsys.readouterr().out
@@ -68,7 +68,7 @@ def test_bench_lists_runs_and_refuses_benchmarks_by_name(
     assert "no benchmark 'nope'" in capsys.readouterr().err
     # Arguments go to the script itself: its own --help (argparse usage names the script).
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", "bench", "grpc_transport", "--help"],
+        [sys.executable, "-m", "simclr_search.cli.main", "bench", "grpc_transport", "--help"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from training.augment import AugmentConfig
+from simclr_search.training.augment import AugmentConfig
 
 
 def cache_size_for(input_size: int) -> int:

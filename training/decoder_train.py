@@ -19,15 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from simclr_search.training.checkpoint import load_checkpoint, save_checkpoint
+from simclr_search.training.data.batches import BatchReader
+from simclr_search.training.data.library import build_library
+from simclr_search.training.image_metrics import psnr, ssim
+from simclr_search.training.models.decoder import Decoder
+from simclr_search.training.models.simclr import model_from_checkpoint
+from simclr_search.training.precision import PRECISIONS, autocast, resolve_precision, select_device
 from tqdm import tqdm
-
-from training.checkpoint import load_checkpoint, save_checkpoint
-from training.data.batches import BatchReader
-from training.data.library import build_library
-from training.image_metrics import psnr, ssim
-from training.models.decoder import Decoder
-from training.models.simclr import model_from_checkpoint
-from training.precision import PRECISIONS, autocast, resolve_precision, select_device
 
 log = logging.getLogger("simclr.decoder")
 

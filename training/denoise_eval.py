@@ -16,10 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
-
-from bundle.sources import iter_image_bytes
-from bundle.tiling import BORDER
-from training.image_metrics import ssim
+from simclr_search.bundle.sources import iter_image_bytes
+from simclr_search.bundle.tiling import BORDER
+from simclr_search.training.image_metrics import ssim
 
 Method = Callable[[np.ndarray, float | None], np.ndarray]
 
@@ -95,7 +94,7 @@ def torch_method(
 ) -> Method:
     """A PyTorch denoiser (``training.models.denoiser.Denoiser``) as an evaluation method, tiled,
     with the served default mirrored border (``bundle.tiling.BORDER``) unless told."""
-    from bundle.tiling import apply_tiled
+    from simclr_search.bundle.tiling import apply_tiled
 
     model = model.eval()
 

@@ -21,18 +21,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from simclr_search.training.checkpoint import load_checkpoint, save_checkpoint
+from simclr_search.training.data.batches import BatchReader
+from simclr_search.training.data.library import build_library
+from simclr_search.training.denoise_eval import evaluate_method, load_eval_set, torch_method
+from simclr_search.training.ema import WeightAverage
+from simclr_search.training.models.denoiser import Denoiser, init_from_encoder
+from simclr_search.training.models.simclr import model_from_checkpoint
+from simclr_search.training.noise import corrupt, dihedral, mosaic, zoom
+from simclr_search.training.precision import PRECISIONS, autocast, resolve_precision, select_device
+from simclr_search.training.run_log import RunLog
 from tqdm import tqdm
-
-from training.checkpoint import load_checkpoint, save_checkpoint
-from training.data.batches import BatchReader
-from training.data.library import build_library
-from training.denoise_eval import evaluate_method, load_eval_set, torch_method
-from training.ema import WeightAverage
-from training.models.denoiser import Denoiser, init_from_encoder
-from training.models.simclr import model_from_checkpoint
-from training.noise import corrupt, dihedral, mosaic, zoom
-from training.precision import PRECISIONS, autocast, resolve_precision, select_device
-from training.run_log import RunLog
 
 LOSSES = ("l1", "mse")  # training objectives: L1 (robust, fast from scratch), MSE (= PSNR)
 log = logging.getLogger("simclr.denoiser")

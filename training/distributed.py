@@ -1,6 +1,6 @@
 """Multi-process helpers: set-up from ``torchrun``'s environment, and a differentiable all-gather.
 
-``torchrun --nproc_per_node=K -m training.train ...`` (or ``simclr train`` under torchrun) sets
+``torchrun --nproc_per_node=K -m simclr_search.training.train ...`` (or ``simclr train`` under torchrun) sets
 RANK, WORLD_SIZE and LOCAL_RANK; :func:`init_from_env` picks NCCL on CUDA and gloo on CPU.
 """
 

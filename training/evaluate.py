@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from simclr_search.training.precision import autocast
 from torch import nn
-
-from training.precision import autocast
 
 
 def to_input(

@@ -24,15 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from bundle.manifest import load_manifest, write_manifest
-from bundle.preprocess import RESIZE_POLICY, encoder_input
-from bundle.sources import iter_image_bytes
-from bundle.tiling import BORDER
-from training.checkpoint import load_checkpoint
-from training.models.simclr import model_from_checkpoint
-from training.onnx_export import (
+from simclr_search.bundle.manifest import load_manifest, write_manifest
+from simclr_search.bundle.preprocess import RESIZE_POLICY, encoder_input
+from simclr_search.bundle.sources import iter_image_bytes
+from simclr_search.bundle.tiling import BORDER
+from simclr_search.training.checkpoint import load_checkpoint
+from simclr_search.training.models.simclr import model_from_checkpoint
+from simclr_search.training.onnx_export import (
     OPSET,
     compare_with_onnxruntime,
     export_onnx,
@@ -40,13 +38,14 @@ from training.onnx_export import (
     quantize_int8,
     require_agreement,
 )
-from training.whitening import (
+from simclr_search.training.whitening import (
     METHODS,
     Unwhiten,
     Whiten,
     Whitening,
     fit_library_whitening,
 )
+from torch import nn
 
 log = logging.getLogger("simclr.export")
 WHITEN_IMAGES = 10_000
@@ -125,10 +124,10 @@ def export_decoder(
     ``embeddings`` are what the encoder file serves; with ``whitening`` the file un-whitens them
     first (exactly: :class:`training.whitening.Unwhiten`), since the decoder was trained on unit h.
     """
-    from training.decoder_train import load_decoder
+    from simclr_search.training.decoder_train import load_decoder
 
     folded, state = load_decoder(decoder_path)
-    from training.onnx_storage import round_weights_to_fp16, store_weights_as_fp16
+    from simclr_search.training.onnx_storage import round_weights_to_fp16, store_weights_as_fp16
 
     folded.up = fold_batchnorm(
         folded.up
@@ -222,7 +221,7 @@ def export_bundle(
             decoder, out, embeddings.numpy(), whitening
         )
     if denoiser:
-        from training.export_denoiser import export_denoiser
+        from simclr_search.training.export_denoiser import export_denoiser
 
         pixels = (
             sample[:8] * np.array(std, np.float32)[:, None, None]
@@ -232,7 +231,7 @@ def export_bundle(
             denoiser, out, pixels, denoise_border
         )
     if carried is not None:
-        from training.export_denoiser import carry_denoiser
+        from simclr_search.training.export_denoiser import carry_denoiser
 
         files["denoiser"] = carry_denoiser(carried, out)
     if int8:

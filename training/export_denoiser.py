@@ -19,12 +19,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from simclr_search.bundle.manifest import Manifest
+from simclr_search.bundle.tiling import BORDER
+from simclr_search.training.onnx_export import OPSET, agreement, fold_batchnorm, require_agreement
+from simclr_search.training.onnx_storage import round_weights_to_fp16, store_weights_as_fp16
 from torch import nn
-
-from bundle.manifest import Manifest
-from bundle.tiling import BORDER
-from training.onnx_export import OPSET, agreement, fold_batchnorm, require_agreement
-from training.onnx_storage import round_weights_to_fp16, store_weights_as_fp16
 
 PARITY_SIZES = ((1, 1), (7, 5), (32, 32), (33, 47), (96, 128), (161, 100))
 MAX_TILE = 512
@@ -83,7 +82,7 @@ def export_denoiser(
     entry, parity). ``border``: the mirrored margin the runtime adds (``bundle.tiling``)."""
     if border < 0:
         raise ValueError(f"denoise border must be >= 0, got {border}")
-    from training.denoiser_train import load_denoiser
+    from simclr_search.training.denoiser_train import load_denoiser
 
     model, state = load_denoiser(denoiser_path)
     parity = write_onnx(model, out / "denoiser.onnx", images)

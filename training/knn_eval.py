@@ -9,13 +9,12 @@ import argparse
 import json
 
 import torch
-
-from training.checkpoint import load_checkpoint
-from training.config import cache_size_for
-from training.data.library import ImageLibrary, build_library
-from training.evaluate import extract_features, knn_accuracy
-from training.models.simclr import model_from_checkpoint
-from training.precision import PRECISIONS, resolve_precision, select_device
+from simclr_search.training.checkpoint import load_checkpoint
+from simclr_search.training.config import cache_size_for
+from simclr_search.training.data.library import ImageLibrary, build_library
+from simclr_search.training.evaluate import extract_features, knn_accuracy
+from simclr_search.training.models.simclr import model_from_checkpoint
+from simclr_search.training.precision import PRECISIONS, resolve_precision, select_device
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -15,9 +15,8 @@ import json
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from training.knn_eval import labelled_features
-from training.precision import PRECISIONS
+from simclr_search.training.knn_eval import labelled_features
+from simclr_search.training.precision import PRECISIONS
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

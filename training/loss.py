@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from simclr_search.training import distributed
 from torch import nn
-
-from training import distributed
 
 
 class NTXentLoss(nn.Module):

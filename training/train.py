@@ -1,4 +1,4 @@
-"""SimCLR training: ``simclr train`` (or ``torchrun ... -m training.train``).
+"""SimCLR training: ``simclr train`` (or ``torchrun ... -m simclr_search.training.train``).
 
 Structure follows torchvision's classification reference: :func:`get_args_parser` (its flags in
 ``train_args.py``), :func:`main`, :func:`train_one_epoch`, :func:`evaluate`. Each step draws two
@@ -21,23 +21,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from simclr_search.training import distributed
+from simclr_search.training.augment import SimCLRAugment
+from simclr_search.training.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from simclr_search.training.config import TrainConfig
+from simclr_search.training.data.batches import BatchReader, step_generator
+from simclr_search.training.data.library import ImageLibrary, build_library
+from simclr_search.training.evaluate import extract_features, knn_accuracy
+from simclr_search.training.loss import NTXentLoss
+from simclr_search.training.models.simclr import SimCLRModel, build_model
+from simclr_search.training.optim import build_optimizer, scaled_lr, warmup_cosine
+from simclr_search.training.precision import autocast, grad_scaler, resolve_precision, select_device
+from simclr_search.training.run_log import RunLog, plot_curves
+from simclr_search.training.time_budget import BudgetReplanner, probe_steps
+from simclr_search.training.train_args import config_from_args, get_args_parser
 from torch import nn
 from tqdm import tqdm
-
-from training import distributed
-from training.augment import SimCLRAugment
-from training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from training.config import TrainConfig
-from training.data.batches import BatchReader, step_generator
-from training.data.library import ImageLibrary, build_library
-from training.evaluate import extract_features, knn_accuracy
-from training.loss import NTXentLoss
-from training.models.simclr import SimCLRModel, build_model
-from training.optim import build_optimizer, scaled_lr, warmup_cosine
-from training.precision import autocast, grad_scaler, resolve_precision, select_device
-from training.run_log import RunLog, plot_curves
-from training.time_budget import BudgetReplanner, probe_steps
-from training.train_args import config_from_args, get_args_parser
 
 log = logging.getLogger("simclr.train")
 
@@ -473,7 +477,7 @@ def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # torchrun --nproc_per_node=K -m training.train ...
+if __name__ == "__main__":  # torchrun --nproc_per_node=K -m simclr_search.training.train ...
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

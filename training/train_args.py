@@ -10,10 +10,10 @@ import argparse
 import sys
 from typing import Any
 
-from training.config import TrainConfig, load_config_file
-from training.models.encoders import ENCODERS
-from training.optim import LR_SCALINGS, OPTIMIZERS
-from training.precision import PRECISIONS
+from simclr_search.training.config import TrainConfig, load_config_file
+from simclr_search.training.models.encoders import ENCODERS
+from simclr_search.training.optim import LR_SCALINGS, OPTIMIZERS
+from simclr_search.training.precision import PRECISIONS
 
 
 def _bool(value: str) -> bool:

@@ -32,12 +32,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from simclr_search.bundle.preprocess import encoder_input
+from simclr_search.bundle.sources import iter_image_bytes
+from simclr_search.training.copy_edits import copy_edit
 from torch import nn
 from tqdm import tqdm
-
-from bundle.preprocess import encoder_input
-from bundle.sources import iter_image_bytes
-from training.copy_edits import copy_edit
 
 log = logging.getLogger("simclr.export")
 

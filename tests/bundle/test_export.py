@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from bundle.manifest import BundleError, load_manifest
-from bundle.preprocess import encoder_input
-from bundle.runtime import Encoder
-from bundle.sources import iter_image_bytes
-from training.checkpoint import load_checkpoint
-from training.data.library import build_library
-from training.models.simclr import model_from_checkpoint
+from simclr_search.bundle.manifest import BundleError, load_manifest
+from simclr_search.bundle.preprocess import encoder_input
+from simclr_search.bundle.runtime import Encoder
+from simclr_search.bundle.sources import iter_image_bytes
+from simclr_search.training.checkpoint import load_checkpoint
+from simclr_search.training.data.library import build_library
+from simclr_search.training.models.simclr import model_from_checkpoint
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-
-from training.onnx_storage import round_weights_to_fp16, store_weights_as_fp16
+from simclr_search.training.onnx_storage import round_weights_to_fp16, store_weights_as_fp16
 
 
 def test_fp16_storage_halves_the_file_and_keeps_outputs(tmp_path: Path) -> None:

@@ -7,10 +7,9 @@ import io
 
 import numpy as np
 import pytest
+import simclr_search.bundle.preprocess as preprocess
 from PIL import Image
-
-import bundle.preprocess as preprocess
-from bundle.preprocess import ImageDecodeError, decode_full, decode_square, normalize
+from simclr_search.bundle.preprocess import ImageDecodeError, decode_full, decode_square, normalize
 
 needs_simplejpeg = pytest.mark.skipif(
     preprocess.simplejpeg is None, reason="simplejpeg not installed"

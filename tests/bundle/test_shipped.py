@@ -9,11 +9,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-
-from bundle.manifest import load_manifest
-from bundle.preprocess import encoder_input
-from bundle.runtime import Decoder, Denoiser, Encoder
-from training.denoise_eval import psnr_255
+from simclr_search.bundle.manifest import load_manifest
+from simclr_search.bundle.preprocess import encoder_input
+from simclr_search.bundle.runtime import Decoder, Denoiser, Encoder
+from simclr_search.training.denoise_eval import psnr_255
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "compact-cifar10"
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from bundle.sources import _iter_archive, _iter_archive_tarfile
-from bundle.tar_reader import NotSimpleTar, iter_members, open_tar
+from simclr_search.bundle.sources import _iter_archive, _iter_archive_tarfile
+from simclr_search.bundle.tar_reader import NotSimpleTar, iter_members, open_tar
 
 FORMATS = {"gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT, "ustar": tarfile.USTAR_FORMAT}
 

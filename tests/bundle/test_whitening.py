@@ -10,21 +10,21 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
-
-from bundle.manifest import load_manifest
-from bundle.preprocess import encoder_input
-from bundle.runtime import Decoder, Encoder
-from bundle.sources import iter_image_bytes
-from tests.conftest import make_library
-from training.checkpoint import load_checkpoint
-from training.models.simclr import model_from_checkpoint
-from training.whitening import (
+from simclr_search.bundle.manifest import load_manifest
+from simclr_search.bundle.preprocess import encoder_input
+from simclr_search.bundle.runtime import Decoder, Encoder
+from simclr_search.bundle.sources import iter_image_bytes
+from simclr_search.training.checkpoint import load_checkpoint
+from simclr_search.training.models.simclr import model_from_checkpoint
+from simclr_search.training.whitening import (
     RIDGE,
     Unwhiten,
     Whiten,
     fit_whitening,
     sample_embeddings,
 )
+
+from tests.conftest import make_library
 
 
 def _unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -80,7 +80,7 @@ def test_learned_whitening_matches_a_hand_written_reference() -> None:
 
 
 def test_copy_edits_are_seeded_decodable_and_varied() -> None:
-    from training.copy_edits import copy_edit
+    from simclr_search.training.copy_edits import copy_edit
 
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 30, 3), np.uint8)).save(
@@ -172,8 +172,8 @@ def test_small_library_keeps_plain_h(tiny_bundle: tuple[Path, Path]) -> None:
 def test_whitened_bundle_serves_whitened_h_and_reconstructs_from_it(
     tiny_run: tuple[Path, Path], tmp_path: Path, method: str
 ) -> None:
-    from training.decoder_train import load_decoder, train_decoder
-    from training.export import export_bundle
+    from simclr_search.training.decoder_train import load_decoder, train_decoder
+    from simclr_search.training.export import export_bundle
 
     checkpoint, small = tiny_run
     library = make_library(tmp_path / "big", per_class=100, size=32, seed=5)  # 300 >= 4 x 64

@@ -16,11 +16,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-from index.collection import CollectionConfig
-from index.errors import StorageFailure
-from index.metadata import NewItem
-from index.store import Store
+from simclr_search.index.collection import CollectionConfig
+from simclr_search.index.errors import StorageFailure
+from simclr_search.index.metadata import NewItem
+from simclr_search.index.store import Store
 
 DIM = 8
 

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from index.collection import MAX_K, CollectionConfig
-from index.errors import AlreadyExists, IncompatibleSpace, InvalidArgument, NotFound
-from index.metadata import NewItem
-from index.store import Store
-from index.vector_index import KINDS
+from simclr_search.index.collection import MAX_K, CollectionConfig
+from simclr_search.index.errors import AlreadyExists, IncompatibleSpace, InvalidArgument, NotFound
+from simclr_search.index.metadata import NewItem
+from simclr_search.index.store import Store
+from simclr_search.index.vector_index import KINDS
 
 
 def _vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
@@ -313,8 +312,8 @@ def test_a_snapshot_taken_during_a_rebuild_is_replaced_by_the_rebuilt_index(
     written, to force that interleaving."""
     import threading
 
-    import index.collection as collection_module
-    from index.snapshot import read_snapshot
+    import simclr_search.index.collection as collection_module
+    from simclr_search.index.snapshot import read_snapshot
 
     release = threading.Event()
     real_build = collection_module.build_from_sqlite
@@ -359,7 +358,7 @@ def test_close_right_after_a_replan_starts_loses_nothing_and_open_replans(tmp_pa
 def test_unwritable_disk_is_a_storage_failure_and_loses_nothing(tmp_path: Path) -> None:
     import os
 
-    from index.errors import StorageFailure
+    from simclr_search.index.errors import StorageFailure
 
     if os.geteuid() == 0:
         pytest.skip("root ignores file permissions; covered by the full-disk test")
@@ -376,7 +375,7 @@ def test_unwritable_disk_is_a_storage_failure_and_loses_nothing(tmp_path: Path) 
 
 
 def test_planner_choice_follows_size_and_memory_budget() -> None:
-    from index.planner import choose_spec
+    from simclr_search.index.planner import choose_spec
 
     assert choose_spec(10_000, 128).kind == "flat"
     assert choose_spec(1_000_000, 128).kind == "ivf_sq8"
@@ -396,7 +395,7 @@ def test_closing_the_metadata_store_leaves_a_query_another_thread_is_running(
     import threading
     import time
 
-    from index.metadata import MetadataStore
+    from simclr_search.index.metadata import MetadataStore
 
     meta = MetadataStore(tmp_path / "meta.sqlite")
     running, result = threading.Event(), {}
@@ -467,7 +466,7 @@ def test_two_openers_upgrading_an_old_store_at_once_both_succeed(tmp_path: Path)
     table came before that, must not fail on adding it again."""
     import sqlite3
 
-    from index.metadata import MetadataStore, _add_missing_columns
+    from simclr_search.index.metadata import MetadataStore, _add_missing_columns
 
     store = Store(tmp_path)
     store.create("c", CollectionConfig(dim=16)).add(_items(_vectors(2)))

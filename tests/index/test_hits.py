@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from index.hits import exact_search
+from simclr_search.index.hits import exact_search
 
 
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])

@@ -11,11 +11,10 @@ import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-
-from index.collection import CollectionConfig
-from index.errors import InvalidArgument, NotFound
-from index.metadata import NewItem
-from index.store import Store
+from simclr_search.index.collection import CollectionConfig
+from simclr_search.index.errors import InvalidArgument, NotFound
+from simclr_search.index.metadata import NewItem
+from simclr_search.index.store import Store
 
 DIM = 4
 ids = st.sampled_from([f"id{i}" for i in range(12)])

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from serving.core import ServiceConfig
-from serving.server import RunningServer, ServerOptions, start_server
+from simclr_search.serving.core.service import ServiceConfig
+from simclr_search.serving.server.app import RunningServer, ServerOptions, start_server
 
 
 class ServerThread:

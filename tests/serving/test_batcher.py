@@ -8,8 +8,7 @@ import time
 
 import numpy as np
 import pytest
-
-from serving.batcher import MicroBatcher
+from simclr_search.serving.core.batcher import MicroBatcher
 
 
 def test_concurrent_requests_get_their_own_rows_back_with_several_workers() -> None:

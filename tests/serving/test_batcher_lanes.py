@@ -9,8 +9,7 @@ import time
 
 import numpy as np
 import pytest
-
-from serving.batcher import MicroBatcher
+from simclr_search.serving.core.batcher import MicroBatcher
 
 
 class Recorder:

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from training.image_metrics import psnr, ssim
-from training.models.decoder import Decoder
+from simclr_search.training.image_metrics import psnr, ssim
+from simclr_search.training.models.decoder import Decoder
 
 
 def test_output_shape_and_range_for_a_batch_of_embeddings() -> None:
@@ -53,11 +52,12 @@ def test_psnr_and_ssim() -> None:
 def test_short_training_lowers_the_loss_and_reconstructs_through_the_server(
     tiny_run, tmp_path: Path, loop_thread
 ) -> None:
-    from serving.client import Client
-    from serving.server import ServerOptions, start_server
+    from simclr_search.serving.client import Client
+    from simclr_search.serving.server.app import ServerOptions, start_server
+    from simclr_search.training.decoder_train import train_decoder
+    from simclr_search.training.export import export_bundle
+
     from tests.serving.conftest import make_config
-    from training.decoder_train import train_decoder
-    from training.export import export_bundle
 
     checkpoint, library = tiny_run
     summary = train_decoder(
@@ -90,7 +90,7 @@ def test_short_training_lowers_the_loss_and_reconstructs_through_the_server(
     try:
         with Client(f"127.0.0.1:{running.port}") as client:
             assert client.info().has_decoder
-            from protos.simclr.v1 import search_pb2 as pb
+            from simclr_search.protos.simclr.v1 import search_pb2 as pb
 
             image = next(library.glob("circle/*.png")).read_bytes()
             png = client.stub.Reconstruct(pb.ReconstructRequest(image=pb.Image(data=image))).png

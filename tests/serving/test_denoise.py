@@ -16,8 +16,8 @@ from tests.conftest import make_library
 
 @pytest.fixture(scope="module")
 def denoiser_bundle(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from training.denoiser_train import train_denoiser
-    from training.export import export_bundle
+    from simclr_search.training.denoiser_train import train_denoiser
+    from simclr_search.training.export import export_bundle
 
     checkpoint, library = tiny_run
     root = tmp_path_factory.mktemp("denoiser-bundle")
@@ -45,8 +45,8 @@ def test_export_carries_a_denoiser_over_from_another_bundle(
     denoiser_bundle, tiny_bundle, tiny_run, tmp_path: Path
 ) -> None:
     """A new encoder keeps the last bundle's denoiser, byte for byte, without its checkpoint."""
-    from bundle.manifest import load_manifest
-    from training.export import export_bundle
+    from simclr_search.bundle.manifest import load_manifest
+    from simclr_search.training.export import export_bundle
 
     source, library = denoiser_bundle
     checkpoint, _ = tiny_run
@@ -81,9 +81,9 @@ def test_export_carries_a_denoiser_over_from_another_bundle(
 def test_bundle_runtime_denoises_any_size_and_matches_pytorch(
     denoiser_bundle, tiny_run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bundle import runtime
-    from bundle.manifest import BundleError, load_manifest
-    from bundle.runtime import Denoiser
+    from simclr_search.bundle import runtime
+    from simclr_search.bundle.manifest import BundleError, load_manifest
+    from simclr_search.bundle.runtime import Denoiser
 
     bundle, _ = denoiser_bundle
     manifest = load_manifest(bundle)
@@ -123,8 +123,9 @@ def test_bundle_runtime_denoises_any_size_and_matches_pytorch(
 
 @pytest.mark.slow
 def test_denoise_rpc(denoiser_bundle, tmp_path: Path, loop_thread) -> None:
-    from serving.client import Client
-    from serving.server import ServerOptions, start_server
+    from simclr_search.serving.client import Client
+    from simclr_search.serving.server.app import ServerOptions, start_server
+
     from tests.serving.conftest import make_config
 
     bundle, _ = denoiser_bundle

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from simclr_search.serving.client import Client
+from simclr_search.serving.jobs.indexer import bulk_config, index_local, index_remote
 
-from serving.client import Client
-from serving.indexer import bulk_config, index_local, index_remote
 from tests.serving.conftest import make_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ def test_bulk_settings_index_the_same_vectors_and_reader_errors_surface(
 ) -> None:
     """Two single-threaded encoder streams (the batch-job settings) give the vectors one stream
     gives; a library that cannot be read fails the job with the reader's error."""
-    from index.store import Store
+    from simclr_search.index.store import Store
 
     bundle, library = tiny_bundle
     plain = make_config(bundle, tmp_path / "plain")
@@ -67,7 +67,17 @@ def test_remote_index_and_cli_search(server, tiny_bundle, tmp_path: Path) -> Non
         assert client.info().collections[0].count == 48
     query = next(library.glob("square/*.png"))
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", "search", str(query), "-k", "3", "--server", address],
+        [
+            sys.executable,
+            "-m",
+            "simclr_search.cli.main",
+            "search",
+            str(query),
+            "-k",
+            "3",
+            "--server",
+            address,
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -79,7 +89,7 @@ def test_remote_index_and_cli_search(server, tiny_bundle, tmp_path: Path) -> Non
         first[2] == f"square/{query.name}"
     )  # the image itself, by its path relative to the library
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", "embed", str(query), "--server", address],
+        [sys.executable, "-m", "simclr_search.cli.main", "embed", str(query), "--server", address],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -87,7 +97,16 @@ def test_remote_index_and_cli_search(server, tiny_bundle, tmp_path: Path) -> Non
     )
     assert len(json.loads(proc.stdout)["embedding"]) == 64
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", "search", "--id", "nope", "--server", address],
+        [
+            sys.executable,
+            "-m",
+            "simclr_search.cli.main",
+            "search",
+            "--id",
+            "nope",
+            "--server",
+            address,
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -97,7 +116,7 @@ def test_remote_index_and_cli_search(server, tiny_bundle, tmp_path: Path) -> Non
 
 
 def test_cli_embed_streams_any_number_of_images(server, tiny_bundle, capsys) -> None:
-    from serving.commands import EMBED_CHUNK, embed_main, embed_parser
+    from simclr_search.serving.client.commands import EMBED_CHUNK, embed_main, embed_parser
 
     _, address = server
     _, library = tiny_bundle

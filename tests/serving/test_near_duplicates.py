@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
+from simclr_search.bundle.manifest import load_manifest
+from simclr_search.bundle.sources import iter_image_bytes
+from simclr_search.index.store import Store
+from simclr_search.protos.simclr.v1 import search_pb2 as pb
+from simclr_search.serving.client import Client
+from simclr_search.serving.core.images import ImageLimits, decode_for_model
+from simclr_search.serving.core.tie_break import signatures
+from simclr_search.serving.server.app import ServerOptions, start_server
 
-from bundle.manifest import load_manifest
-from bundle.sources import iter_image_bytes
-from index.store import Store
-from protos.simclr.v1 import search_pb2 as pb
-from serving.client import Client
-from serving.images import ImageLimits, decode_for_model
-from serving.server import ServerOptions, start_server
-from serving.tie_break import signatures
 from tests.conftest import cifar_archive
 from tests.serving.conftest import make_config
 

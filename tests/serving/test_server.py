@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
+from simclr_search.bundle.sources import iter_image_bytes
+from simclr_search.protos.simclr.v1 import search_pb2 as pb
+from simclr_search.protos.simclr.v1 import search_pb2_grpc as pb_grpc
+from simclr_search.serving.client import AsyncClient, Client
+from simclr_search.serving.server.app import ServerOptions, create_server, start_server
 
-from bundle.sources import iter_image_bytes
-from protos.simclr.v1 import search_pb2 as pb
-from protos.simclr.v1 import search_pb2_grpc as pb_grpc
-from serving.client import AsyncClient, Client
-from serving.server import ServerOptions, create_server, start_server
 from tests.serving.conftest import make_config
 
 
@@ -291,7 +291,7 @@ def test_health_transitions(tiny_bundle, tmp_path: Path, loop_thread) -> None:
 
 
 def test_missing_bundle_never_serves(tmp_path: Path, loop_thread) -> None:
-    from bundle.manifest import BundleError
+    from simclr_search.bundle.manifest import BundleError
 
     with pytest.raises(BundleError, match=r"manifest\.json is missing"):
         loop_thread.run(
@@ -324,9 +324,8 @@ def test_a_store_refuses_another_models_bundle(tiny_bundle, tmp_path: Path, loop
     import shutil
 
     import onnx
-
-    from bundle.manifest import load_manifest, write_manifest
-    from index.errors import IncompatibleSpace
+    from simclr_search.bundle.manifest import load_manifest, write_manifest
+    from simclr_search.index.errors import IncompatibleSpace
 
     bundle, library = tiny_bundle
     config = make_config(bundle, tmp_path / "store")
@@ -463,7 +462,7 @@ def test_prometheus_metrics_count_requests_by_method_and_code(
 def test_json_log_lines() -> None:
     import logging
 
-    from serving.logs import JsonFormatter
+    from simclr_search.serving.server.logs import JsonFormatter
 
     record = logging.LogRecord(
         "simclr.serve", logging.INFO, __file__, 1, "ready on %d", (50051,), None

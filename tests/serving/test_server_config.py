@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from serving.server import config_from_args, get_args_parser
+from simclr_search.serving.server.app import config_from_args, get_args_parser
 
 
 def _config(argv: list[str]):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from training.augment import AugmentConfig, SimCLRAugment
+from simclr_search.training.augment import AugmentConfig, SimCLRAugment
 
 
 def _batch(n: int = 16, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -124,7 +123,7 @@ def test_rejects_non_uint8_or_wrong_channels() -> None:
 
 
 def test_view_size_sets_the_training_views_but_not_the_model_input() -> None:
-    from training.config import TrainConfig
+    from simclr_search.training.config import TrainConfig
 
     cfg = TrainConfig(input_size=32, view_size=24)
     assert cfg.augment_config().input_size == 24 and cfg.cache_size == 32

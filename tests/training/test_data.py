@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from simclr_search.bundle.preprocess import ImageDecodeError, decode_square
+from simclr_search.bundle.sources import iter_image_bytes
+from simclr_search.training.data.batches import BatchReader, steps_per_epoch
+from simclr_search.training.data.library import build_library
 
-from bundle.preprocess import ImageDecodeError, decode_square
-from bundle.sources import iter_image_bytes
 from tests.conftest import cifar_archive, make_library
-from training.data.batches import BatchReader, steps_per_epoch
-from training.data.library import build_library
 
 
 def _png_bytes(width: int, height: int, colour=(200, 10, 10)) -> bytes:

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from bundle.tiling import apply_tiled, plan_tiles
-from training.models.denoiser import Denoiser, init_from_encoder
-from training.models.encoders import build_encoder
-from training.noise import corrupt, dihedral, gaussian, mosaic, zoom
+from simclr_search.bundle.tiling import apply_tiled, plan_tiles
+from simclr_search.training.models.denoiser import Denoiser, init_from_encoder
+from simclr_search.training.models.encoders import build_encoder
+from simclr_search.training.noise import corrupt, dihedral, gaussian, mosaic, zoom
 
 
 def _perturbed(widths=(8, 16, 32), seed: int = 0) -> Denoiser:
@@ -181,7 +180,7 @@ def test_down_path_starts_from_a_compact_encoder() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("loss", ["l1", "mse"])
 def test_short_training_lowers_the_loss(image_library: Path, tmp_path: Path, loss: str) -> None:
-    from training.denoiser_train import load_denoiser, train_denoiser
+    from simclr_search.training.denoiser_train import load_denoiser, train_denoiser
 
     summary = train_denoiser(
         str(image_library),
@@ -232,7 +231,7 @@ def test_short_training_lowers_the_loss(image_library: Path, tmp_path: Path, los
 
 
 def test_learning_rate_warms_up_then_decays_to_zero() -> None:
-    from training.denoiser_train import learning_rate
+    from simclr_search.training.denoiser_train import learning_rate
 
     assert learning_rate(0.0, 1e-3) < 1e-4
     assert learning_rate(0.02, 1e-3) == pytest.approx(1e-3)
@@ -241,7 +240,7 @@ def test_learning_rate_warms_up_then_decays_to_zero() -> None:
 
 
 def test_tiled_run_stops_when_the_caller_goes_away() -> None:
-    from bundle.tiling import Cancelled
+    from simclr_search.bundle.tiling import Cancelled
 
     calls = []
 
@@ -256,7 +255,7 @@ def test_tiled_run_stops_when_the_caller_goes_away() -> None:
 
 
 def test_unknown_training_loss_is_rejected(tmp_path: Path) -> None:
-    from training.denoiser_train import train_denoiser
+    from simclr_search.training.denoiser_train import train_denoiser
 
     with pytest.raises(ValueError, match="loss must be one of"):
         train_denoiser(str(tmp_path), str(tmp_path / "run"), loss="ssim")

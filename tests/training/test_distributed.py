@@ -13,8 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
-from training.loss import NTXentLoss
+from simclr_search.training.loss import NTXentLoss
 
 WORLD = 2
 
@@ -76,7 +75,7 @@ def test_torchrun_trains_with_two_processes(image_library: Path, tmp_path: Path)
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "training.train",
+        "simclr_search.training.train",
         "--data",
         str(image_library),
         "--out-dir",

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from training.evaluate import knn_accuracy, knn_predict
-from training.linear_probe import fit_linear
+from simclr_search.training.evaluate import knn_accuracy, knn_predict
+from simclr_search.training.linear_probe import fit_linear
 
 
 def test_knn_votes_are_weighted_by_similarity() -> None:
@@ -39,8 +38,8 @@ def test_linear_probe_fits_a_linear_problem() -> None:
 
 
 def test_knn_and_linear_probe_commands_on_a_checkpoint(tiny_run, tmp_path) -> None:
-    from training.knn_eval import knn_top1
-    from training.linear_probe import linear_probe
+    from simclr_search.training.knn_eval import knn_top1
+    from simclr_search.training.linear_probe import linear_probe
 
     checkpoint, library = tiny_run
     top1 = knn_top1(

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-
-from training.models.encoders import CompactEncoder
-from training.models.im2col_conv import (
+from simclr_search.training.models.encoders import CompactEncoder
+from simclr_search.training.models.im2col_conv import (
     IM2COL_MAX_OUTPUT_PIXELS,
     Im2colConv2d,
     _Conv3x3,
     im2col_weight_grad,
     prefers_im2col,
 )
+from torch import nn
 
 
 def _pair(cin: int, cout: int, stride: int, dtype=torch.float64) -> tuple[Im2colConv2d, nn.Conv2d]:
@@ -94,7 +93,7 @@ def test_compact_encoder_state_dict_keeps_plain_convolution_keys() -> None:
 
 
 def test_batchnorm_folding_sees_plain_convolutions() -> None:
-    from training.onnx_export import fold_batchnorm
+    from simclr_search.training.onnx_export import fold_batchnorm
 
     torch.manual_seed(0)
     encoder = CompactEncoder((4, 8, 16, 32)).eval()

@@ -6,8 +6,7 @@ import math
 
 import pytest
 import torch
-
-from training.loss import NTXentLoss
+from simclr_search.training.loss import NTXentLoss
 
 
 def reference_ntxent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:

@@ -7,9 +7,14 @@ import math
 
 import pytest
 import torch
+from simclr_search.training.optim import (
+    LARS,
+    build_optimizer,
+    param_groups,
+    scaled_lr,
+    warmup_cosine,
+)
 from torch import nn
-
-from training.optim import LARS, build_optimizer, param_groups, scaled_lr, warmup_cosine
 
 
 def _model() -> nn.Module:

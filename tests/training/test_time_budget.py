@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from training.time_budget import BudgetReplanner, evaluations, probe_steps
+from simclr_search.training.time_budget import BudgetReplanner, evaluations, probe_steps
 
 
 class FakeClock:

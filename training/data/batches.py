@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from training.data.library import ImageLibrary
+from simclr_search.training.data.library import ImageLibrary
 
 
 def steps_per_epoch(num_images: int, batch_size: int, world: int = 1) -> int:

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from simclr_search.bundle.preprocess import ImageDecodeError, decode_square
+from simclr_search.bundle.sources import ImageRecord, iter_image_bytes, list_source_files
 from tqdm import tqdm
-
-from bundle.preprocess import ImageDecodeError, decode_square
-from bundle.sources import ImageRecord, iter_image_bytes, list_source_files
 
 DECODER_VERSION = 1
 

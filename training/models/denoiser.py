@@ -23,9 +23,8 @@ import itertools
 
 import torch
 import torch.nn.functional as F
+from simclr_search.training.models.encoders import _conv_bn, _ResidualStage
 from torch import nn
-
-from training.models.encoders import _conv_bn, _ResidualStage
 
 # CIFAR-10 statistics: a fixed input scaling, not tied to any data set at inference time.
 DEFAULT_MEAN = (0.4914, 0.4822, 0.4465)

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos.simclr.v1 import search_pb2 as protos_dot_simclr_dot_v1_dot_search__pb2
+from simclr_search.protos.simclr.v1 import search_pb2 as simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/simclr/v1/search_pb2_grpc.py depends on'
+        + ' but the generated code in simclr_search/protos/simclr/v1/search_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,53 +36,53 @@ class ImageSearchStub:
         """
         self.Embed = channel.unary_unary(
                 '/simclr.v1.ImageSearch/Embed',
-                request_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.EmbedRequest.SerializeToString,
-                response_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.EmbedResponse.FromString,
+                request_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.EmbedResponse.FromString,
                 _registered_method=True)
         self.EmbedStream = channel.stream_stream(
                 '/simclr.v1.ImageSearch/EmbedStream',
-                request_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.EmbedRequest.SerializeToString,
-                response_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.EmbedResponse.FromString,
+                request_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.EmbedResponse.FromString,
                 _registered_method=True)
         self.Denoise = channel.unary_unary(
                 '/simclr.v1.ImageSearch/Denoise',
-                request_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.DenoiseRequest.SerializeToString,
-                response_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.DenoiseResponse.FromString,
+                request_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.DenoiseRequest.SerializeToString,
+                response_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.DenoiseResponse.FromString,
                 _registered_method=True)
         self.Reconstruct = channel.unary_unary(
                 '/simclr.v1.ImageSearch/Reconstruct',
-                request_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.ReconstructRequest.SerializeToString,
-                response_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.ReconstructResponse.FromString,
+                request_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.ReconstructRequest.SerializeToString,
+                response_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.ReconstructResponse.FromString,
                 _registered_method=True)
         self.Search = channel.unary_unary(
                 '/simclr.v1.ImageSearch/Search',
-                request_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.SearchRequest.SerializeToString,
-                response_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.SearchResponse.FromString,
+                request_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.SearchRequest.SerializeToString,
+                response_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.SearchResponse.FromString,
                 _registered_method=True)
         self.Upsert = channel.unary_unary(
                 '/simclr.v1.ImageSearch/Upsert',
-                request_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.UpsertRequest.SerializeToString,
-                response_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.UpsertResponse.FromString,
+                request_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.UpsertRequest.SerializeToString,
+                response_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.UpsertResponse.FromString,
                 _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/simclr.v1.ImageSearch/Delete',
-                request_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.DeleteRequest.SerializeToString,
-                response_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.DeleteResponse.FromString,
+                request_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.DeleteResponse.FromString,
                 _registered_method=True)
         self.Get = channel.unary_unary(
                 '/simclr.v1.ImageSearch/Get',
-                request_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.GetRequest.SerializeToString,
-                response_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.GetResponse.FromString,
+                request_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.GetRequest.SerializeToString,
+                response_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.GetResponse.FromString,
                 _registered_method=True)
         self.IndexImages = channel.stream_stream(
                 '/simclr.v1.ImageSearch/IndexImages',
-                request_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.IndexImagesRequest.SerializeToString,
-                response_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.IndexImagesResult.FromString,
+                request_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.IndexImagesRequest.SerializeToString,
+                response_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.IndexImagesResult.FromString,
                 _registered_method=True)
         self.GetInfo = channel.unary_unary(
                 '/simclr.v1.ImageSearch/GetInfo',
-                request_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.GetInfoRequest.SerializeToString,
-                response_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.GetInfoResponse.FromString,
+                request_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.GetInfoRequest.SerializeToString,
+                response_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.GetInfoResponse.FromString,
                 _registered_method=True)
 
 
@@ -168,53 +168,53 @@ def add_ImageSearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Embed': grpc.unary_unary_rpc_method_handler(
                     servicer.Embed,
-                    request_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.EmbedRequest.FromString,
-                    response_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.EmbedResponse.SerializeToString,
+                    request_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.EmbedRequest.FromString,
+                    response_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.EmbedResponse.SerializeToString,
             ),
             'EmbedStream': grpc.stream_stream_rpc_method_handler(
                     servicer.EmbedStream,
-                    request_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.EmbedRequest.FromString,
-                    response_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.EmbedResponse.SerializeToString,
+                    request_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.EmbedRequest.FromString,
+                    response_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.EmbedResponse.SerializeToString,
             ),
             'Denoise': grpc.unary_unary_rpc_method_handler(
                     servicer.Denoise,
-                    request_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.DenoiseRequest.FromString,
-                    response_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.DenoiseResponse.SerializeToString,
+                    request_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.DenoiseRequest.FromString,
+                    response_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.DenoiseResponse.SerializeToString,
             ),
             'Reconstruct': grpc.unary_unary_rpc_method_handler(
                     servicer.Reconstruct,
-                    request_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.ReconstructRequest.FromString,
-                    response_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.ReconstructResponse.SerializeToString,
+                    request_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.ReconstructRequest.FromString,
+                    response_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.ReconstructResponse.SerializeToString,
             ),
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
-                    request_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.SearchRequest.FromString,
-                    response_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.SearchResponse.SerializeToString,
+                    request_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.SearchRequest.FromString,
+                    response_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.SearchResponse.SerializeToString,
             ),
             'Upsert': grpc.unary_unary_rpc_method_handler(
                     servicer.Upsert,
-                    request_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.UpsertRequest.FromString,
-                    response_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.UpsertResponse.SerializeToString,
+                    request_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.UpsertRequest.FromString,
+                    response_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.UpsertResponse.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
-                    request_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.DeleteRequest.FromString,
-                    response_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.DeleteResponse.SerializeToString,
+                    request_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.DeleteRequest.FromString,
+                    response_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.DeleteResponse.SerializeToString,
             ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
-                    request_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.GetRequest.FromString,
-                    response_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.GetResponse.SerializeToString,
+                    request_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.GetRequest.FromString,
+                    response_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.GetResponse.SerializeToString,
             ),
             'IndexImages': grpc.stream_stream_rpc_method_handler(
                     servicer.IndexImages,
-                    request_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.IndexImagesRequest.FromString,
-                    response_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.IndexImagesResult.SerializeToString,
+                    request_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.IndexImagesRequest.FromString,
+                    response_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.IndexImagesResult.SerializeToString,
             ),
             'GetInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInfo,
-                    request_deserializer=protos_dot_simclr_dot_v1_dot_search__pb2.GetInfoRequest.FromString,
-                    response_serializer=protos_dot_simclr_dot_v1_dot_search__pb2.GetInfoResponse.SerializeToString,
+                    request_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.GetInfoRequest.FromString,
+                    response_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.GetInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -242,8 +242,8 @@ class ImageSearch:
             request,
             target,
             '/simclr.v1.ImageSearch/Embed',
-            protos_dot_simclr_dot_v1_dot_search__pb2.EmbedRequest.SerializeToString,
-            protos_dot_simclr_dot_v1_dot_search__pb2.EmbedResponse.FromString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.EmbedRequest.SerializeToString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -269,8 +269,8 @@ class ImageSearch:
             request_iterator,
             target,
             '/simclr.v1.ImageSearch/EmbedStream',
-            protos_dot_simclr_dot_v1_dot_search__pb2.EmbedRequest.SerializeToString,
-            protos_dot_simclr_dot_v1_dot_search__pb2.EmbedResponse.FromString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.EmbedRequest.SerializeToString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -296,8 +296,8 @@ class ImageSearch:
             request,
             target,
             '/simclr.v1.ImageSearch/Denoise',
-            protos_dot_simclr_dot_v1_dot_search__pb2.DenoiseRequest.SerializeToString,
-            protos_dot_simclr_dot_v1_dot_search__pb2.DenoiseResponse.FromString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.DenoiseRequest.SerializeToString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.DenoiseResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -323,8 +323,8 @@ class ImageSearch:
             request,
             target,
             '/simclr.v1.ImageSearch/Reconstruct',
-            protos_dot_simclr_dot_v1_dot_search__pb2.ReconstructRequest.SerializeToString,
-            protos_dot_simclr_dot_v1_dot_search__pb2.ReconstructResponse.FromString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.ReconstructRequest.SerializeToString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.ReconstructResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -350,8 +350,8 @@ class ImageSearch:
             request,
             target,
             '/simclr.v1.ImageSearch/Search',
-            protos_dot_simclr_dot_v1_dot_search__pb2.SearchRequest.SerializeToString,
-            protos_dot_simclr_dot_v1_dot_search__pb2.SearchResponse.FromString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.SearchRequest.SerializeToString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.SearchResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -377,8 +377,8 @@ class ImageSearch:
             request,
             target,
             '/simclr.v1.ImageSearch/Upsert',
-            protos_dot_simclr_dot_v1_dot_search__pb2.UpsertRequest.SerializeToString,
-            protos_dot_simclr_dot_v1_dot_search__pb2.UpsertResponse.FromString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.UpsertRequest.SerializeToString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.UpsertResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -404,8 +404,8 @@ class ImageSearch:
             request,
             target,
             '/simclr.v1.ImageSearch/Delete',
-            protos_dot_simclr_dot_v1_dot_search__pb2.DeleteRequest.SerializeToString,
-            protos_dot_simclr_dot_v1_dot_search__pb2.DeleteResponse.FromString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.DeleteRequest.SerializeToString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.DeleteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -431,8 +431,8 @@ class ImageSearch:
             request,
             target,
             '/simclr.v1.ImageSearch/Get',
-            protos_dot_simclr_dot_v1_dot_search__pb2.GetRequest.SerializeToString,
-            protos_dot_simclr_dot_v1_dot_search__pb2.GetResponse.FromString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.GetRequest.SerializeToString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.GetResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -458,8 +458,8 @@ class ImageSearch:
             request_iterator,
             target,
             '/simclr.v1.ImageSearch/IndexImages',
-            protos_dot_simclr_dot_v1_dot_search__pb2.IndexImagesRequest.SerializeToString,
-            protos_dot_simclr_dot_v1_dot_search__pb2.IndexImagesResult.FromString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.IndexImagesRequest.SerializeToString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.IndexImagesResult.FromString,
             options,
             channel_credentials,
             insecure,
@@ -485,8 +485,8 @@ class ImageSearch:
             request,
             target,
             '/simclr.v1.ImageSearch/GetInfo',
-            protos_dot_simclr_dot_v1_dot_search__pb2.GetInfoRequest.SerializeToString,
-            protos_dot_simclr_dot_v1_dot_search__pb2.GetInfoResponse.FromString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.GetInfoRequest.SerializeToString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.GetInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

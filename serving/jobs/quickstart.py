@@ -27,13 +27,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
+from simclr_search.bundle.manifest import load_manifest
+from simclr_search.bundle.sources import iter_image_bytes
+from simclr_search.serving.client import Client
+from simclr_search.serving.jobs.indexer import bulk_config, index_local
 
-from bundle.manifest import load_manifest
-from bundle.sources import iter_image_bytes
-from serving.client import Client
-from serving.indexer import bulk_config, index_local
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_BUNDLE = ROOT / "models" / "compact-cifar10"
 DEFAULT_LIBRARY = ROOT.parent / "shared" / "datasets" / "cifar10-jpg" / "test.tar.gz"
 
@@ -63,7 +62,7 @@ def start_server(bundle: Path, store: Path, *extra: str) -> tuple[subprocess.Pop
     command = [
         sys.executable,
         "-m",
-        "cli.main",
+        "simclr_search.cli.main",
         "serve",
         "--bundle",
         str(bundle),

@@ -24,42 +24,62 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "train": Command("training.train", "train a SimCLR encoder on a folder or archive of images"),
+    "train": Command(
+        "simclr_search.training.train", "train a SimCLR encoder on a folder or archive of images"
+    ),
     "knn": Command(
-        "training.knn_eval", "kNN top-1 of a checkpoint's representation on labelled images"
+        "simclr_search.training.knn_eval",
+        "kNN top-1 of a checkpoint's representation on labelled images",
     ),
     "linear-probe": Command(
-        "training.linear_probe", "linear classifier on a checkpoint's frozen representation"
+        "simclr_search.training.linear_probe",
+        "linear classifier on a checkpoint's frozen representation",
     ),
     "export": Command(
-        "training.export", "export a checkpoint to an ONNX model bundle (optionally INT8)"
+        "simclr_search.training.export",
+        "export a checkpoint to an ONNX model bundle (optionally INT8)",
     ),
     "train-decoder": Command(
-        "training.decoder_train", "train a decoder (embedding -> image) on a frozen encoder"
+        "simclr_search.training.decoder_train",
+        "train a decoder (embedding -> image) on a frozen encoder",
     ),
     "train-denoiser": Command(
-        "training.denoiser_train", "train a denoiser (noisy image -> clean image) on your images"
+        "simclr_search.training.denoiser_train",
+        "train a denoiser (noisy image -> clean image) on your images",
     ),
-    "serve": Command("serving.server", "serve embeddings and reverse image search over gRPC"),
+    "serve": Command(
+        "simclr_search.serving.server.app", "serve embeddings and reverse image search over gRPC"
+    ),
     "index": Command(
-        "serving.commands",
+        "simclr_search.serving.jobs.index_command",
         "index a folder of images (locally or via a server)",
         "index_parser",
         "index_main",
     ),
     "search": Command(
-        "serving.commands", "reverse image search for an image file", "search_parser", "search_main"
+        "simclr_search.serving.client.commands",
+        "reverse image search for an image file",
+        "search_parser",
+        "search_main",
     ),
     "embed": Command(
-        "serving.commands", "embeddings of image files, as JSON lines", "embed_parser", "embed_main"
+        "simclr_search.serving.client.commands",
+        "embeddings of image files, as JSON lines",
+        "embed_parser",
+        "embed_main",
     ),
     "denoise": Command(
-        "serving.commands", "denoise an image through the server", "denoise_parser", "denoise_main"
+        "simclr_search.serving.client.commands",
+        "denoise an image through the server",
+        "denoise_parser",
+        "denoise_main",
     ),
     "quickstart": Command(
-        "serving.quickstart", "the end-to-end demo: model, index, server, search"
+        "simclr_search.serving.jobs.quickstart", "the end-to-end demo: model, index, server, search"
     ),
-    "bench": Command("cli.bench", "run a benchmark from benchmarks/ by name (none: list them)"),
+    "bench": Command(
+        "simclr_search.cli.bench", "run a benchmark from benchmarks/ by name (none: list them)"
+    ),
 }
 
 

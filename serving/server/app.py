@@ -20,11 +20,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
-from protos.simclr.v1 import search_pb2, search_pb2_grpc
-from serving.core import SearchService, ServiceConfig
-from serving.images import ImageLimits
-from serving.interceptors import (
+from simclr_search.protos.simclr.v1 import search_pb2, search_pb2_grpc
+from simclr_search.serving.core.images import ImageLimits
+from simclr_search.serving.core.service import SearchService, ServiceConfig
+from simclr_search.serving.server.interceptors import (
     BATCH_SIZE,
     ENCODER_BUSY,
     INDEX_SIZE,
@@ -32,7 +31,7 @@ from serving.interceptors import (
     AuthInterceptor,
     LimitAndMetricsInterceptor,
 )
-from serving.servicer import ImageSearchServicer
+from simclr_search.serving.server.servicer import ImageSearchServicer
 
 log = logging.getLogger("simclr.serve")
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["ImageSearch"].full_name
@@ -341,7 +340,7 @@ async def serve_forever(config: ServiceConfig, options: ServerOptions) -> None:
 
 def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if args.log_format == "json":
-        from serving.logs import use_json_logs
+        from simclr_search.serving.server.logs import use_json_logs
 
         use_json_logs()
     config, options = config_from_args(args)

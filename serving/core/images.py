@@ -10,9 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-
-from bundle.preprocess import ALLOWED_FORMATS, ImageDecodeError, decode_full, decode_square
-from serving.errors import InvalidImage
+from simclr_search.bundle.preprocess import (
+    ALLOWED_FORMATS,
+    ImageDecodeError,
+    decode_full,
+    decode_square,
+)
+from simclr_search.serving.core.errors import InvalidImage
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simclr_search.bundle.sources import iter_image_bytes
+from simclr_search.serving.core.service import SearchService, ServiceConfig
 from tqdm import tqdm
-
-from bundle.sources import iter_image_bytes
-from serving.core import SearchService, ServiceConfig
 
 
 @dataclass
@@ -199,8 +198,8 @@ def index_remote(
     progress: bool = True,
 ) -> IndexReport:
     """Index through a running server's ``IndexImages`` stream."""
-    from protos.simclr.v1 import search_pb2 as pb
-    from serving.client import Client
+    from simclr_search.protos.simclr.v1 import search_pb2 as pb
+    from simclr_search.serving.client import Client
 
     names = {
         pb.IndexImagesResult.INDEXED: "indexed",

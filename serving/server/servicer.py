@@ -1,6 +1,6 @@
 """The gRPC servicer: protos in, core calls, protos out; domain errors mapped to status codes once.
 
-Every RPC goes through :func:`_rpc`, which aborts with the code ``errors.status_for`` gives and the
+Every RPC goes through :func:`_rpc`, which aborts with the code ``status.status_for`` gives and the
 error's own message. An unexpected exception is logged with its traceback and answered INTERNAL
 with a short message; a deadline the client set is passed to the core as a cancellation.
 """
@@ -15,11 +15,11 @@ from typing import Any
 
 import grpc
 import numpy as np
-
-from protos.simclr.v1 import search_pb2 as pb
-from protos.simclr.v1 import search_pb2_grpc as pb_grpc
-from serving.core import SearchService, UpsertInput, parse_metadata
-from serving.errors import BadRequest, status_for
+from simclr_search.protos.simclr.v1 import search_pb2 as pb
+from simclr_search.protos.simclr.v1 import search_pb2_grpc as pb_grpc
+from simclr_search.serving.core.errors import BadRequest
+from simclr_search.serving.core.service import SearchService, UpsertInput, parse_metadata
+from simclr_search.serving.server.status import status_for
 
 log = logging.getLogger(__name__)
 STREAM_WINDOW = 32  # requests of one EmbedStream call embedded at once
@@ -33,7 +33,7 @@ async def _require_ready(service: SearchService, context: grpc.aio.ServicerConte
 
 
 async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, name: str) -> None:
-    """End the call with the status code ``errors.status_for`` maps ``exc`` to (INTERNAL if none)."""
+    """End the call with the status code ``status.status_for`` maps ``exc`` to (INTERNAL if none)."""
     if isinstance(exc, grpc.aio.AbortError | grpc.RpcError):
         raise exc
     code = status_for(exc)

@@ -14,9 +14,8 @@ from typing import Any
 
 import grpc
 import numpy as np
-
-from protos.simclr.v1 import search_pb2 as pb
-from protos.simclr.v1 import search_pb2_grpc as pb_grpc
+from simclr_search.protos.simclr.v1 import search_pb2 as pb
+from simclr_search.protos.simclr.v1 import search_pb2_grpc as pb_grpc
 
 _OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),

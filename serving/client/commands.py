@@ -1,9 +1,8 @@
-"""Client-side commands: ``simclr search``, ``simclr embed``, ``simclr denoise``, ``simclr index``."""
+"""Client-side commands: ``simclr search``, ``simclr embed``, ``simclr denoise``."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -14,7 +13,7 @@ import grpc
 DEFAULT_ADDRESS = os.environ.get("SIMCLR_ADDRESS", "127.0.0.1:50051")
 
 
-def _connection(p: argparse.ArgumentParser) -> None:
+def add_connection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--server", default=DEFAULT_ADDRESS, help="host:port of a running 'simclr serve'"
     )
@@ -25,12 +24,12 @@ def _connection(p: argparse.ArgumentParser) -> None:
 
 
 def _client(args):
-    from serving.client import Client
+    from simclr_search.serving.client import Client
 
     return Client(args.server, token=args.token or None, timeout=args.timeout)
 
 
-def _grpc_errors(fn):
+def grpc_errors(fn):
     def wrapper(args, argv=None):
         try:
             return fn(args, argv)
@@ -51,11 +50,11 @@ def search_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--collection", default="")
     p.add_argument("--filter", help="metadata equality filter FIELD=VALUE")
-    _connection(p)
+    add_connection_arguments(p)
     return p
 
 
-@_grpc_errors
+@grpc_errors
 def search_main(args, argv=None) -> int:
     if bool(args.image) == bool(args.id):
         raise ValueError("give a query image or --id, not both")
@@ -84,14 +83,14 @@ def embed_parser(add_help: bool = True) -> argparse.ArgumentParser:
         description="print embeddings of images as JSON lines", add_help=add_help
     )
     p.add_argument("images", nargs="+")
-    _connection(p)
+    add_connection_arguments(p)
     return p
 
 
 EMBED_CHUNK = 32  # images per request on the stream
 
 
-@_grpc_errors
+@grpc_errors
 def embed_main(args, argv=None) -> int:
     """Any number of images: requests of ``EMBED_CHUNK`` on one ``EmbedStream`` call, files read as
     the stream goes and lines printed as answers come."""
@@ -120,70 +119,13 @@ def denoise_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument(
         "--sigma", type=float, default=0.0, help="noise level on the 0-255 scale, 0: blind"
     )
-    _connection(p)
+    add_connection_arguments(p)
     return p
 
 
-@_grpc_errors
+@grpc_errors
 def denoise_main(args, argv=None) -> int:
     with _client(args) as client:
         Path(args.output).write_bytes(client.denoise(Path(args.input).read_bytes(), args.sigma))
     print(f"wrote {args.output}")
-    return 0
-
-
-# -- index ------------------------------------------------------------------------------------------
-def index_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="index a folder of images (resumable; duplicates by content hash are skipped)",
-        add_help=add_help,
-    )
-    p.add_argument("folder", help="folder (recursive) or .tar/.tar.gz archive of images")
-    p.add_argument("--collection", default="")
-    p.add_argument(
-        "--remote", action="store_true", help="send to --server instead of indexing locally"
-    )
-    p.add_argument(
-        "--bundle",
-        default=os.environ.get("SIMCLR_BUNDLE", "bundle"),
-        help="local mode: model bundle",
-    )
-    p.add_argument(
-        "--store", default=os.environ.get("SIMCLR_STORE", "store"), help="local mode: index folder"
-    )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--int8", action="store_true")
-    p.add_argument("--progress", type=lambda v: v.lower() in {"1", "true", "yes"}, default=True)
-    _connection(p)
-    return p
-
-
-@_grpc_errors
-def index_main(args, argv=None) -> int:
-    from serving.indexer import bulk_config, index_local, index_remote
-
-    if args.remote:
-        report = index_remote(
-            args.folder, args.server, args.token or None, args.collection, args.progress
-        )
-    else:
-        config = bulk_config(Path(args.bundle), Path(args.store), args.int8, args.batch_size)
-        report = asyncio.run(
-            index_local(
-                args.folder, config, args.collection, args.batch_size, progress=args.progress
-            )
-        )
-    print(report.summary())
-    print(
-        json.dumps(
-            {
-                "indexed": report.indexed,
-                "duplicates": report.duplicates,
-                "failed": report.failed,
-                "unreadable": report.unreadable,
-                "seconds": report.seconds,
-                "images_per_s": report.images_per_s,
-            }
-        )
-    )
     return 0

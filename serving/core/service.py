@@ -21,22 +21,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from bundle.manifest import Manifest, load_manifest
-from bundle.preprocess import normalize
-from bundle.runtime import Decoder, Denoiser, Encoder
-from index.checks import MAX_K
-from index.collection import CollectionConfig
-from index.faiss_loader import configure_threads
-from index.hits import Hit
-from index.metadata import Item, NewItem
-from index.store import Store
-from serving.batcher import MicroBatcher
-from serving.errors import BadRequest, InvalidImage
-from serving.image_models import ImageModels
-from serving.images import ImageLimits
-from serving.request_images import RequestImages
-from serving.tie_break import CANDIDATES, DEFAULT_MARGIN, near_tie_order, signatures
+from simclr_search.bundle.manifest import Manifest, load_manifest
+from simclr_search.bundle.preprocess import normalize
+from simclr_search.bundle.runtime import Decoder, Denoiser, Encoder
+from simclr_search.index.checks import MAX_K
+from simclr_search.index.collection import CollectionConfig
+from simclr_search.index.faiss_loader import configure_threads
+from simclr_search.index.hits import Hit
+from simclr_search.index.metadata import Item, NewItem
+from simclr_search.index.store import Store
+from simclr_search.serving.core.batcher import MicroBatcher
+from simclr_search.serving.core.errors import BadRequest, InvalidImage
+from simclr_search.serving.core.image_models import ImageModels
+from simclr_search.serving.core.images import ImageLimits
+from simclr_search.serving.core.request_images import RequestImages
+from simclr_search.serving.core.tie_break import (
+    CANDIDATES,
+    DEFAULT_MARGIN,
+    near_tie_order,
+    signatures,
+)
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"

@@ -13,9 +13,8 @@ import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-
-from serving.errors import BadRequest, InvalidImage
-from serving.images import ImageLimits, decode_for_model
+from simclr_search.serving.core.errors import BadRequest, InvalidImage
+from simclr_search.serving.core.images import ImageLimits, decode_for_model
 
 INLINE_DECODE_BYTES = 16 * 1024
 INLINE_DECODE_PIXELS = 128 * 128

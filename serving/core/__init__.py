@@ -1,0 +1,1 @@
+"""What the service does, free of any transport: models, micro-batching, the index, and the errors."""
