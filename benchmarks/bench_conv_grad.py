@@ -23,11 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import best_seconds, emit, machine
 from simclr_search.training.loss import NTXentLoss
 from simclr_search.training.models import im2col_conv
 from simclr_search.training.models.simclr import build_model
-
-from benchmarks.common import best_seconds, emit, machine
 
 
 def _ms(fn: Callable[[], object], repeats: int) -> float:

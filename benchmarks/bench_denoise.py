@@ -34,14 +34,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import SHARED, best_seconds, emit, machine, peak_gflops
 from simclr_search.bundle.manifest import load_manifest
 from simclr_search.bundle.runtime import AUTO_ENSEMBLE_PIXELS
 from simclr_search.bundle.runtime import Denoiser as OnnxDenoiser
 from simclr_search.training.denoise_eval import EvalImage, evaluate_method, load_eval_set, psnr_255
 from simclr_search.training.denoiser_train import load_denoiser
 from simclr_search.training.export_denoiser import DenoiserForExport, export_denoiser
-
-from benchmarks.common import SHARED, best_seconds, emit, machine, peak_gflops
 
 PUBLISHED = {  # FFDNet paper (Zhang et al. 2018), colour AWGN, mean PSNR dB
     "CBSD68": {

@@ -22,11 +22,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import SHARED, cifar, emit
 from simclr_search.bundle.runtime import Denoiser
 from simclr_search.bundle.sources import iter_image_bytes
 from simclr_search.training.denoise_eval import EvalImage, evaluate_method, load_eval_set
-
-from benchmarks.common import SHARED, cifar, emit
 
 ROOT = Path(__file__).resolve().parents[1]
 

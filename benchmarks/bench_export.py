@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import cifar, emit, machine
 from simclr_search.bundle.manifest import load_manifest
 from simclr_search.bundle.runtime import session
 from simclr_search.training.checkpoint import load_checkpoint
@@ -36,8 +37,6 @@ from simclr_search.training.evaluate import knn_accuracy
 from simclr_search.training.export import EncoderForExport, sample_images
 from simclr_search.training.models.simclr import build_model, model_from_checkpoint
 from simclr_search.training.onnx_export import export_onnx, fold_batchnorm, quantize_int8
-
-from benchmarks.common import cifar, emit, machine
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -142,12 +141,11 @@ def knn_of_files(fp32: Path, int8: Path, mean: tuple, std: tuple, quick: bool) -
 def bench_denoiser(checkpoint: str, out: Path, size: int) -> dict:
     """Seconds per image for the denoiser (trained weights, or the default architecture untrained:
     the timing does not depend on the weights), PyTorch eager fp32 vs ONNX Runtime fp32."""
+    from benchmarks.bench_denoise import speed
     from simclr_search.bundle.runtime import Denoiser as OnnxDenoiser
     from simclr_search.training.denoiser_train import load_denoiser
     from simclr_search.training.export_denoiser import DenoiserForExport, write_onnx
     from simclr_search.training.models.denoiser import Denoiser
-
-    from benchmarks.bench_denoise import speed
 
     model = load_denoiser(checkpoint)[0] if checkpoint else Denoiser().eval()
     pixels = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)

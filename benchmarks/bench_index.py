@@ -24,14 +24,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import emit
 from simclr_search.index.collection import CollectionConfig
 from simclr_search.index.faiss_loader import configure_threads, faiss
 from simclr_search.index.metadata import NewItem
 from simclr_search.index.planner import default_nlist, exact_neighbours, recall_at_k, tune
 from simclr_search.index.store import Store
 from simclr_search.index.vector_index import IndexSpec, VectorIndex
-
-from benchmarks.common import emit
 
 
 def mixture(

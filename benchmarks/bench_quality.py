@@ -24,13 +24,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import cifar, emit, machine
 from simclr_search.training.config import TrainConfig
 from simclr_search.training.data.library import build_library
 from simclr_search.training.models.simclr import build_model
 from simclr_search.training.precision import resolve_precision, select_device
 from simclr_search.training.train import evaluate, run
-
-from benchmarks.common import cifar, emit, machine
 
 
 def random_floor(cfg: TrainConfig, cache: str) -> float:
@@ -110,7 +109,7 @@ def main() -> None:
         f"--noise-p {cfg.noise_p:g} --batch-size {cfg.batch_size} --device {cfg.device}"
         + (f" --view-size {cfg.view_size}" if cfg.view_size else "")
         + (f" --seed {cfg.seed}" if cfg.seed else "")
-        + (" --compile true" if args.compile else "")
+        + (" --compile" if args.compile else "")
     )
     print(f"machine: {machine()}")
     print(f"command: {command}")

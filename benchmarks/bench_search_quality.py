@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import cifar, embed_pixels, emit
 from simclr_search.bundle.manifest import load_manifest
 from simclr_search.bundle.runtime import Encoder
 from simclr_search.bundle.sources import iter_image_bytes
@@ -35,8 +36,6 @@ from simclr_search.serving.core.tie_break import (
     near_tie_order,
     signatures,
 )
-
-from benchmarks.common import cifar, embed_pixels, emit
 
 ROOT = Path(__file__).resolve().parents[1]
 

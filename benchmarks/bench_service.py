@@ -44,6 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import cifar, embed_pixels, emit
 from simclr_search.bundle.manifest import load_manifest
 from simclr_search.bundle.preprocess import decode_square, encoder_input
 from simclr_search.bundle.runtime import Encoder
@@ -54,8 +55,6 @@ from simclr_search.index.store import Store
 from simclr_search.serving.client import AsyncClient
 from simclr_search.serving.jobs.indexer import bulk_config, index_local
 from simclr_search.serving.jobs.quickstart import start_server
-
-from benchmarks.common import cifar, embed_pixels, emit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -320,7 +319,6 @@ def main() -> None:
     parser.add_argument("--bundle", default=str(ROOT / "models" / "compact-cifar10"))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--ort-threads", default="2", help="the server's --ort-threads")
-    parser.add_argument("--encoder-streams", default="1", help="the server's --encoder-streams")
     parser.add_argument("--encoder-lanes", default="auto", help="the server's --encoder-lanes")
     args = parser.parse_args()
     bundle = Path(args.bundle)
@@ -351,8 +349,6 @@ def main() -> None:
         str(metrics_port),
         "--ort-threads",
         args.ort_threads,
-        "--encoder-streams",
-        args.encoder_streams,
         "--encoder-lanes",
         args.encoder_lanes,
     )

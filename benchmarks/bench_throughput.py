@@ -29,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import cifar, emit, machine, peak_gflops
 from simclr_search.training.augment import SimCLRAugment
 from simclr_search.training.config import TrainConfig
 from simclr_search.training.data.batches import BatchReader
@@ -39,8 +40,6 @@ from simclr_search.training.optim import build_optimizer, warmup_cosine
 from simclr_search.training.precision import grad_scaler, resolve_precision
 from simclr_search.training.run_log import RunLog
 from simclr_search.training.train import TrainState, train_one_epoch
-
-from benchmarks.common import cifar, emit, machine, peak_gflops
 
 
 def step_flops(encoder: str, batch: int) -> float:

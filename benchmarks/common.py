@@ -66,6 +66,7 @@ def embed_pixels(encoder: Any, manifest: Any, pixels: Any, batch: int = 256) -> 
     images); ``bundle.preprocess.normalize`` is the server's own step from pixels to input.
     """
     import numpy as np
+
     from simclr_search.bundle.preprocess import normalize
 
     return np.concatenate(

@@ -43,7 +43,7 @@ if [ -n "$denoiser_weights" ]; then
     timeout $((${denoiser_minutes%.*} * 60 + 120)) "$python" -m simclr_search.cli.main train-denoiser \
         --data "$data/cifar10-jpg/train.tar.gz" --weights "$denoiser_weights" \
         --minutes "$denoiser_minutes" --batch-size 256 --lr 5e-4 --seed 2 --device "$device" \
-        --progress false --out-dir /tmp/gpu-denoiser 2>&1 | tail -n 5 | tee "$out/denoiser.txt"
+        --no-progress --out-dir /tmp/gpu-denoiser 2>&1 | tail -n 5 | tee "$out/denoiser.txt"
     cp /tmp/gpu-denoiser/denoiser.pt "$out/denoiser.pt" 2>/dev/null
 fi
 

@@ -20,10 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import emit
 from simclr_search.bundle.manifest import load_manifest
 from simclr_search.bundle.runtime import Denoiser, Encoder
-
-from benchmarks.common import emit
 
 
 def images_per_s(encoder: Encoder, batch: np.ndarray, repeats: int = 5) -> float:

@@ -21,10 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from simclr_search.files import atomic_write
 
 FORMAT_VERSION = 1
 ROLES = ("encoder", "encoder_int8", "decoder", "denoiser")
@@ -32,6 +34,98 @@ ROLES = ("encoder", "encoder_int8", "decoder", "denoiser")
 
 class BundleError(ValueError):
     """The bundle cannot be used; the message names the file or field at fault."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One ONNX file of a bundle: its path in the folder, its tensors' shapes (``"batch"`` for a
+    dynamic axis) and what is particular to its role (``details``: the denoiser's tiling, value
+    ranges, the training run it came from, a quantisation note ...)."""
+
+    path: str
+    inputs: dict[str, list[int | str]]
+    outputs: dict[str, list[int | str]]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "inputs": self.inputs, "outputs": self.outputs, **self.details}
+
+    @classmethod
+    def from_dict(cls, entry: dict[str, Any]) -> ModelFile:
+        """An entry of a written manifest (its checksum and size are dropped: rewriting fills them)."""
+        rest = {k: v for k, v in entry.items() if k not in {"path", "inputs", "outputs"}}
+        for written in ("sha256", "bytes"):
+            rest.pop(written, None)
+        return cls(entry["path"], entry["inputs"], entry["outputs"], rest)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How pixels become the encoder's input; the resize policy names ``bundle.preprocess``'s."""
+
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize: str
+    color_order: str = "RGB"
+    layout: str = "NCHW float32, pixels/255 then (x-mean)/std"
+
+
+@dataclass(frozen=True)
+class EmbeddingInfo:
+    """What the encoder file outputs: ``dim`` values, unit length if ``normalized``; ``whitening``
+    says how the whitening baked into the file was fitted (None: plain h)."""
+
+    dim: int
+    normalized: bool
+    source: str
+    whitening: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """Everything ``manifest.json`` says, typed: what ``simclr export`` writes."""
+
+    model: ModelInfo
+    preprocessing: Preprocessing
+    embedding: EmbeddingInfo
+    files: dict[str, ModelFile]
+    opset: int
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": vars(self.model).copy(),
+            "preprocessing": {
+                **vars(self.preprocessing),
+                "mean": list(self.preprocessing.mean),
+                "std": list(self.preprocessing.std),
+            },
+            "embedding": vars(self.embedding).copy(),
+            "opset": self.opset,
+            "training": self.training,
+            "files": {role: f.to_dict() for role, f in self.files.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BundleSpec:
+        pre = dict(data["preprocessing"])
+        pre["mean"], pre["std"] = tuple(pre["mean"]), tuple(pre["std"])
+        return cls(
+            ModelInfo(**data["model"]),
+            Preprocessing(**pre),
+            EmbeddingInfo(**data["embedding"]),
+            {role: ModelFile.from_dict(e) for role, e in data["files"].items()},
+            data["opset"],
+            data.get("training", {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -88,22 +182,17 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(folder: Path, data: dict[str, Any]) -> Path:
+def write_manifest(folder: Path, spec: BundleSpec) -> Path:
     """Fill in each file's sha256 and size, then write ``manifest.json`` atomically."""
-    data = {**data, "format_version": FORMAT_VERSION}
+    data = {**spec.to_dict(), "format_version": FORMAT_VERSION}
     for role, entry in data["files"].items():
+        if role not in ROLES:
+            raise BundleError(f"unknown bundle role {role!r}; expected one of {ROLES}")
         path = folder / entry["path"]
         entry["sha256"] = sha256_file(path)
         entry["bytes"] = path.stat().st_size
-        if role not in ROLES:
-            raise BundleError(f"unknown bundle role {role!r}; expected one of {ROLES}")
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=folder)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, folder / "manifest.json")
+    text = json.dumps(data, indent=2, sort_keys=True)
+    atomic_write(folder / "manifest.json", text.encode(), mode=0o644)
     return folder / "manifest.json"
 
 

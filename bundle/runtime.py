@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
 from simclr_search.bundle.manifest import BundleError, Manifest
 from simclr_search.bundle.tiling import BORDER
 

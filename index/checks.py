@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from simclr_search.index.errors import InvalidArgument
 
 MAX_K = 10_000

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from simclr_search.index import planner
 from simclr_search.index.checks import MAX_K, as_vectors, check_ids, check_k
 from simclr_search.index.errors import InvalidArgument, NotFound, StorageFailure

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from simclr_search.index.errors import InvalidArgument, StorageFailure
 
 SCHEMA = """

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from simclr_search.index.hits import exact_search
 from simclr_search.index.vector_index import IndexSpec, VectorIndex, _default_pq_m, default_nlist
 

@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from simclr_search.index import planner
 from simclr_search.index.metadata import MetadataStore
 from simclr_search.index.vector_index import IndexSpec, VectorIndex

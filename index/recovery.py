@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from simclr_search.index.metadata import MetadataStore
 from simclr_search.index.rebuild import build_from_sqlite
 from simclr_search.index.snapshot import CorruptSnapshot, read_snapshot

@@ -2,9 +2,9 @@
 
 File layout: ``MAGIC`` + 8-byte little-endian header length + JSON header + index bytes. The header
 holds the last applied change ``seq``, the index spec, dimension, metric, vector count, HNSW
-tombstones and the sha256 of the index bytes. Writing goes to a temporary file in the same folder,
-then fsync, rename over the old snapshot, fsync of the folder: a crash leaves either the old or the
-new snapshot, never a torn one. A file that fails any check raises :class:`CorruptSnapshot` and the
+tombstones and the sha256 of the index bytes. Written with ``simclr_search.files.atomic_file``
+(temporary file, fsync, rename, fsync of the folder): a crash leaves either the old or the new
+snapshot, never a torn one. A file that fails any check raises :class:`CorruptSnapshot` and the
 collection rebuilds from SQLite.
 """
 
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from simclr_search.files import atomic_file
 
 MAGIC = b"SIMCLRIDX1\n"
 
@@ -41,20 +41,11 @@ def write_snapshot(path: Path, seq: int, header: dict[str, Any], index_bytes: by
         "size": len(index_bytes),
     }
     encoded = json.dumps(header).encode()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(MAGIC)
-            handle.write(struct.pack("<Q", len(encoded)))
-            handle.write(encoded)
-            handle.write(index_bytes)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    with atomic_file(path, mode=None) as handle:
+        handle.write(MAGIC)
+        handle.write(struct.pack("<Q", len(encoded)))
+        handle.write(encoded)
+        handle.write(index_bytes)
 
 
 def read_snapshot(path: Path) -> Snapshot:
@@ -75,11 +66,3 @@ def read_snapshot(path: Path) -> Snapshot:
     if len(body) != header.get("size") or hashlib.sha256(body).hexdigest() != header.get("sha256"):
         raise CorruptSnapshot(f"{path}: checksum mismatch (truncated or damaged)")
     return Snapshot(int(header["seq"]), header, body)
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
 from simclr_search.index.faiss_loader import faiss
 
 KINDS = ("flat", "ivf_flat", "ivf_sq8", "ivf_pq", "hnsw")

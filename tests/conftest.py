@@ -95,12 +95,12 @@ def tiny_bundle(
     tiny_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Path]:
     """``tiny_run``'s model exported as a bundle (with INT8): ``(bundle, library)``."""
-    from simclr_search.training.export import export_bundle
+    from simclr_search.training.export import ExportConfig, export_bundle
 
     checkpoint, library = tiny_run
     bundle = tmp_path_factory.mktemp("tiny-bundle") / "bundle"
     report = export_bundle(
-        str(checkpoint), str(bundle), str(library), int8=True, calibration_count=32
+        ExportConfig(str(checkpoint), str(bundle), str(library), int8=True, calibration_count=32)
     )
     assert report["encoder_parity"]["max_abs_diff"] <= 1e-4
     return bundle, library

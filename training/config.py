@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from simclr_search.settings import field_names as setting_names
+from simclr_search.settings import setting
 from simclr_search.training.augment import AugmentConfig
+from simclr_search.training.models.encoders import ENCODERS
+from simclr_search.training.optim import LR_SCALINGS, OPTIMIZERS
+from simclr_search.training.precision import PRECISIONS
+
+DATA, MODEL, VIEWS, OPTIM = "data", "model", "views", "optimisation"
+EXECUTION, CHECKPOINTS = "execution", "checkpoints and evaluation"
 
 
 def cache_size_for(input_size: int) -> int:
@@ -25,60 +33,89 @@ def cache_size_for(input_size: int) -> int:
 @dataclass
 class TrainConfig:
     # data
-    data: str = ""
-    knn_train: str = ""
-    knn_test: str = ""
-    out_dir: str = "runs/simclr"
-    cache_dir: str = ""
-    workers: int = 2
+    data: str = setting("", "folder of images (recursive) or .tar/.tar.gz archive", group=DATA)
+    knn_train: str = setting(
+        "", "labelled images for the kNN memory bank (default: --data, if labelled)", group=DATA
+    )
+    knn_test: str = setting("", "labelled images to evaluate (class sub-folders)", group=DATA)
+    out_dir: str = setting("runs/simclr", "run directory: checkpoints, logs, plots", group=DATA)
+    cache_dir: str = setting("", "decoded-image cache (default ~/.cache/simclr-search)", group=DATA)
+    workers: int = setting(2, "decode processes", group=DATA)
     # model
-    encoder: str = "compact"
-    width: int = 32
-    small_stem: bool = True
-    proj_hidden_dim: int = 0
-    proj_out_dim: int = 128
+    encoder: str = setting("compact", "encoder architecture", choices=ENCODERS, group=MODEL)
+    width: int = setting(32, "compact encoder's stem width", group=MODEL)
+    small_stem: bool = setting(True, "ResNets: 3x3/1 stem, no max-pool", group=MODEL)
+    proj_hidden_dim: int = setting(
+        0, "projection head's hidden width (0: the encoder's width)", group=MODEL
+    )
+    proj_out_dim: int = setting(128, "projection head's output width (z)", group=MODEL)
     # views
-    input_size: int = 32
-    # Side of the training views (0: input_size). Smaller views cost (view/input)^2 of the FLOPs, so
-    # a time budget buys more epochs; the encoder (global pooling) still embeds input_size images.
-    view_size: int = 0
-    crop_min_scale: float = 0.2
-    jitter_strength: float = 0.5
-    blur_p: float = 0.0
-    rotation_degrees: float = 0.0
-    noise_p: float = 0.0
-    mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
-    std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+    input_size: int = setting(32, "side of the images the encoder embeds", group=VIEWS)
+    # Smaller views cost (view/input)^2 of the FLOPs, so a time budget buys more epochs; the
+    # encoder (global pooling) still embeds input_size images.
+    view_size: int = setting(
+        0, "side of the training views (0: --input-size); smaller trains faster", group=VIEWS
+    )
+    crop_min_scale: float = setting(
+        0.2, "random resized crop's smallest area (0.08 for large images)", group=VIEWS
+    )
+    jitter_strength: float = setting(0.5, "colour jitter strength s", group=VIEWS)
+    blur_p: float = setting(0.0, "Gaussian blur probability (0.5 for large images)", group=VIEWS)
+    rotation_degrees: float = setting(0.0, "extra: random rotation up to this", group=VIEWS)
+    noise_p: float = setting(0.0, "extra: additive Gaussian noise probability", group=VIEWS)
+    mean: tuple[float, float, float] = setting(
+        (0.4914, 0.4822, 0.4465),
+        "per-channel mean the encoder's input is normalised by",
+        group=VIEWS,
+    )
+    std: tuple[float, float, float] = setting(
+        (0.2470, 0.2435, 0.2616), "per-channel standard deviation", group=VIEWS
+    )
     # objective and optimisation
-    temperature: float = 0.2
-    optimizer: str = "sgd"
-    lr: float = 0.06
-    lr_scaling: str = "linear"
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    batch_size: int = 256
-    epochs: int = 20
-    time_budget_min: float = 0.0
-    warmup_epochs: float = 1.0
+    temperature: float = setting(0.2, "NT-Xent temperature tau", group=OPTIM)
+    optimizer: str = setting("sgd", "optimiser", choices=OPTIMIZERS, group=OPTIM)
+    lr: float = setting(0.06, "base learning rate, scaled by --lr-scaling", group=OPTIM)
+    lr_scaling: str = setting(
+        "linear",
+        "scale --lr by batch/256 (linear), its square root (sqrt) or not (none)",
+        choices=LR_SCALINGS,
+        group=OPTIM,
+    )
+    weight_decay: float = setting(5e-4, "weight decay", group=OPTIM)
+    momentum: float = setting(0.9, "SGD / LARS momentum", group=OPTIM)
+    batch_size: int = setting(256, "images per process (2 views each)", group=OPTIM)
+    epochs: int = setting(20, "epochs (unless --time-budget-min)", group=OPTIM)
+    time_budget_min: float = setting(
+        0.0,
+        "fit the whole run (training + evaluation) in this many minutes; overrides --epochs",
+        group=OPTIM,
+    )
+    warmup_epochs: float = setting(1.0, "linear warm-up before the cosine decay", group=OPTIM)
     # execution
-    device: str = "auto"
-    precision: str = "auto"
-    channels_last: bool = True
-    compile: bool = False
-    sync_bn: bool = False
-    threads: int = 0
-    seed: int = 0
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N", group=EXECUTION)
+    precision: str = setting(
+        "auto", "bf16 where the device has it, else fp32", choices=PRECISIONS, group=EXECUTION
+    )
+    channels_last: bool = setting(True, "channels-last memory format", group=EXECUTION)
+    compile: bool = setting(False, "torch.compile the training step's model", group=EXECUTION)
+    sync_bn: bool = setting(False, "SyncBatchNorm under torchrun (CUDA)", group=EXECUTION)
+    threads: int = setting(0, "torch intra-op threads (0: all cores)", group=EXECUTION)
+    seed: int = setting(0, "seed of the views, batches and initialisation", group=EXECUTION)
     # checkpoints, logs, evaluation
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    resume: str = ""
-    log_every: int = 10
-    eval_every: int = 5
-    knn_k: int = 200
-    knn_temperature: float = 0.1
-    max_steps: int = 0
-    progress: bool = True
-    tensorboard: bool = True
+    checkpoint_every: int = setting(500, "steps between checkpoints", group=CHECKPOINTS)
+    keep_checkpoints: int = setting(
+        2, "step-numbered checkpoints kept beside checkpoint.pt (the latest)", group=CHECKPOINTS
+    )
+    resume: str = setting("", "checkpoint to continue exactly from", group=CHECKPOINTS)
+    log_every: int = setting(10, "steps between log lines", group=CHECKPOINTS)
+    eval_every: int = setting(
+        5, "epochs between kNN evaluations (0: only at the end)", group=CHECKPOINTS
+    )
+    knn_k: int = setting(200, "neighbours of the kNN monitor", group=CHECKPOINTS)
+    knn_temperature: float = setting(0.1, "kNN vote temperature", group=CHECKPOINTS)
+    max_steps: int = setting(0, "stop after this many steps (0: no limit)", group=CHECKPOINTS)
+    progress: bool = setting(True, "progress bars", group=CHECKPOINTS)
+    tensorboard: bool = setting(True, "TensorBoard event files in --out-dir", group=CHECKPOINTS)
 
     @property
     def cache_size(self) -> int:
@@ -102,7 +139,7 @@ class TrainConfig:
 
 
 def field_names() -> set[str]:
-    return {f.name for f in fields(TrainConfig)}
+    return setting_names(TrainConfig)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -13,12 +13,16 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
+from simclr_search.settings import add_arguments, from_args, setting
 from simclr_search.training.checkpoint import load_checkpoint, save_checkpoint
 from simclr_search.training.data.batches import BatchReader
 from simclr_search.training.data.library import build_library
@@ -26,30 +30,38 @@ from simclr_search.training.image_metrics import psnr, ssim
 from simclr_search.training.models.decoder import Decoder
 from simclr_search.training.models.simclr import model_from_checkpoint
 from simclr_search.training.precision import PRECISIONS, autocast, resolve_precision, select_device
-from tqdm import tqdm
 
 log = logging.getLogger("simclr.decoder")
+
+
+@dataclass
+class DecoderTrainConfig:
+    """A decoder training run; ``simclr train-decoder``'s flags are made from these fields."""
+
+    checkpoint: str = setting(help="trained encoder checkpoint (simclr train)")
+    data: str = setting(help="images to train on (folder or archive)")
+    out_dir: str = setting("runs/decoder", "run directory: decoder.pt, reconstructions.png")
+    test: str = setting("", "images to evaluate on (default: --data)")
+    epochs: int = setting(10, "passes over the library")
+    max_steps: int = setting(0, "stop after this many steps instead (0: --epochs)")
+    batch_size: int = setting(256, "images per step")
+    lr: float = setting(2e-3, "peak learning rate (AdamW, one-cycle)")
+    width: int = setting(256, "decoder width")
+    perceptual_weight: float = setting(
+        0.1, "weight of 1 - cos(h(reconstruction), h(image)) beside the L1 loss"
+    )
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N")
+    precision: str = setting("auto", "bf16 where the device has it", choices=PRECISIONS)
+    cache_dir: str = setting("", "decoded-image cache (default ~/.cache/simclr-search)")
+    seed: int = setting(0, "seed of the batches and initialisation")
+    progress: bool = setting(True, "progress bar")
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="train a decoder (embedding -> image)", add_help=add_help
     )
-    p.add_argument("--checkpoint", required=True, help="trained encoder checkpoint (simclr train)")
-    p.add_argument("--data", required=True, help="images to train on (folder or archive)")
-    p.add_argument("--test", default="", help="images to evaluate on (default: --data)")
-    p.add_argument("--out-dir", default="runs/decoder")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--max-steps", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--perceptual-weight", type=float, default=0.1)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
-    p.add_argument("--cache-dir", default="")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--progress", type=lambda v: v.lower() in {"1", "true", "yes"}, default=True)
+    add_arguments(p, DecoderTrainConfig)
     return p
 
 
@@ -76,39 +88,22 @@ def _pixels(batch_uint8: torch.Tensor, device: torch.device) -> torch.Tensor:
     return batch_uint8.to(device).float().div_(255.0)
 
 
-def train_decoder(
-    checkpoint: str,
-    data: str,
-    out_dir: str,
-    test: str = "",
-    epochs: int = 10,
-    max_steps: int = 0,
-    batch_size: int = 256,
-    lr: float = 2e-3,
-    width: int = 256,
-    perceptual_weight: float = 0.1,
-    device_name: str = "auto",
-    precision: str = "auto",
-    cache_dir: str | None = None,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, Any]:
-    torch.manual_seed(seed)
-    device = select_device(device_name)
-    precision = resolve_precision(device, precision)
-    state = load_checkpoint(checkpoint)
-    encoder = FrozenEncoder(state, device)
-    library = build_library(data, encoder.size, cache_dir, progress=progress)
-    decoder = Decoder(encoder.dim, encoder.size, width).to(device)
-    reader = BatchReader(library, min(batch_size, len(library)), seed)
-    total = max_steps if max_steps else epochs * reader.steps_per_epoch
-    optimizer = torch.optim.AdamW(decoder.parameters(), lr=lr, weight_decay=1e-4)
+def _train_steps(
+    cfg: DecoderTrainConfig,
+    decoder: Decoder,
+    encoder: FrozenEncoder,
+    reader: BatchReader,
+    total: int,
+    device: torch.device,
+    precision: str,
+) -> list[float]:
+    """``total`` steps of L1 (+ perceptual) loss; returns the losses."""
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=total, pct_start=0.1
+        optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.1
     )
-    started = time.perf_counter()
     losses = []
-    for step in tqdm(range(total), desc="decoder", disable=not progress, mininterval=1.0):
+    for step in tqdm(range(total), desc="decoder", disable=not cfg.progress, mininterval=1.0):
         x = _pixels(reader.read(step), device)
         if step % 2:  # flips are free data: h is flip-invariant by training
             x = x.flip(-1)
@@ -117,14 +112,31 @@ def train_decoder(
         with autocast(device, precision):
             recon = decoder(h).float()
             loss = F.l1_loss(recon, x)
-            if perceptual_weight > 0:
-                loss = loss + perceptual_weight * (1 - (encoder(recon) * h).sum(1)).mean()
+            if cfg.perceptual_weight > 0:
+                loss = loss + cfg.perceptual_weight * (1 - (encoder(recon) * h).sum(1)).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         losses.append(loss.item())
-    out = Path(out_dir)
+    return losses
+
+
+def train_decoder(cfg: DecoderTrainConfig) -> dict[str, Any]:
+    """Train on ``cfg.data``, save ``decoder.pt``, evaluate; returns the run's summary."""
+    torch.manual_seed(cfg.seed)
+    device = select_device(cfg.device)
+    precision = resolve_precision(device, cfg.precision)
+    state = load_checkpoint(cfg.checkpoint)
+    encoder = FrozenEncoder(state, device)
+    cache_dir = cfg.cache_dir or None
+    library = build_library(cfg.data, encoder.size, cache_dir, progress=cfg.progress)
+    decoder = Decoder(encoder.dim, encoder.size, cfg.width).to(device)
+    reader = BatchReader(library, min(cfg.batch_size, len(library)), cfg.seed)
+    total = cfg.max_steps if cfg.max_steps else cfg.epochs * reader.steps_per_epoch
+    started = time.perf_counter()
+    losses = _train_steps(cfg, decoder, encoder, reader, total, device, precision)
+    out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
         out / "decoder.pt",
@@ -135,15 +147,21 @@ def train_decoder(
             "config": {
                 "embed_dim": encoder.dim,
                 "image_size": encoder.size,
-                "width": width,
-                "perceptual_weight": perceptual_weight,
-                "encoder_checkpoint": str(checkpoint),
+                "width": cfg.width,
+                "perceptual_weight": cfg.perceptual_weight,
+                "encoder_checkpoint": str(cfg.checkpoint),
             },
             "preprocessing": state["preprocessing"],
         },
     )
     metrics = evaluate_decoder(
-        decoder, encoder, test or data, out / "reconstructions.png", device, precision, cache_dir
+        decoder,
+        encoder,
+        cfg.test or cfg.data,
+        out / "reconstructions.png",
+        device,
+        precision,
+        cache_dir,
     )
     summary = {
         "steps": total,
@@ -204,22 +222,5 @@ def load_decoder(path: str) -> tuple[Decoder, dict[str, Any]]:
 
 
 def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    summary = train_decoder(
-        args.checkpoint,
-        args.data,
-        args.out_dir,
-        args.test,
-        args.epochs,
-        args.max_steps,
-        args.batch_size,
-        args.lr,
-        args.width,
-        args.perceptual_weight,
-        args.device,
-        args.precision,
-        args.cache_dir or None,
-        args.seed,
-        args.progress,
-    )
-    print(json.dumps(summary))
+    print(json.dumps(train_decoder(from_args(DecoderTrainConfig, args))))
     return 0

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+
 from simclr_search.bundle.sources import iter_image_bytes
 from simclr_search.bundle.tiling import BORDER
 from simclr_search.training.image_metrics import ssim

@@ -3,9 +3,11 @@
 The library is decoded once to ``patch_size`` squares (the same cache as SimCLR training); each step
 takes a batch, applies one of the 8 flips/rotations, lays the images in 2x2 mosaics (``--mosaic``:
 pixels far from any edge, which thumbnails alone lack), adds noise to all but ``--clean-p`` of them
-(``training.noise``) and minimises L1 between the denoised and the clean image. Blind and non-blind in one network: the noise level is
-shown for half of the images (``--known-p``). ``--minutes`` sets a time budget: the
-learning-rate schedule (linear warm-up, cosine decay) follows the clock and ends with the budget. The evaluation sets (``--eval``, e.g. Kodak24) are for measuring only, never training.
+(``training.noise``) and minimises L1 between the denoised and the clean image. Blind and non-blind
+in one network: the noise level is shown for half of the images (``--known-p``; FFDNet's noise map,
+Zhang et al. 2018). ``--minutes`` sets a time budget: the learning-rate schedule (linear warm-up,
+cosine decay) follows the clock and ends with the budget. The evaluation sets (``--eval``, e.g.
+Kodak24) are for measuring only, never training.
 """
 
 from __future__ import annotations
@@ -15,26 +17,28 @@ import json
 import logging
 import math
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from simclr_search.training.checkpoint import load_checkpoint, save_checkpoint
-from simclr_search.training.data.batches import BatchReader
-from simclr_search.training.data.library import build_library
-from simclr_search.training.denoise_eval import evaluate_method, load_eval_set, torch_method
-from simclr_search.training.ema import WeightAverage
-from simclr_search.training.models.denoiser import Denoiser, init_from_encoder
-from simclr_search.training.models.simclr import model_from_checkpoint
-from simclr_search.training.noise import corrupt, dihedral, mosaic, zoom
-from simclr_search.training.precision import PRECISIONS, autocast, resolve_precision, select_device
-from simclr_search.training.run_log import RunLog
 from tqdm import tqdm
 
-LOSSES = ("l1", "mse")  # training objectives: L1 (robust, fast from scratch), MSE (= PSNR)
+from simclr_search.settings import add_arguments, from_args, setting
+from simclr_search.training.checkpoint import load_checkpoint, save_checkpoint
+from simclr_search.training.data.batches import BatchReader
+from simclr_search.training.data.library import ImageLibrary, build_library
+from simclr_search.training.denoise_eval import evaluate_method, load_eval_set, torch_method
+from simclr_search.training.ema import WeightAverage
+from simclr_search.training.models.denoiser import Denoiser
+from simclr_search.training.noise import corrupt, dihedral, mosaic
+from simclr_search.training.precision import PRECISIONS, autocast, resolve_precision, select_device
+from simclr_search.training.run_log import RunLog
+
 log = logging.getLogger("simclr.denoiser")
+LOG_EVERY = 50  # steps
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -44,96 +48,67 @@ def _widths(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"widths must look like 32,64,128,256: {text!r}") from exc
 
 
+@dataclass
+class DenoiserTrainConfig:
+    """A denoiser training run; ``simclr train-denoiser``'s flags are made from these fields."""
+
+    data: str = setting(help="clean images to train on (folder or archive)")
+    out_dir: str = setting("runs/denoiser", "run directory: denoiser.pt, logs")
+    minutes: float = setting(0.0, "time budget (0: use --steps)")
+    steps: int = setting(2000, "steps, without a time budget")
+    batch_size: int = setting(64, "library images per step")
+    patch_size: int = setting(32, "images are decoded to this square")
+    lr: float = setting(2e-3, "peak learning rate (AdamW)")
+    widths: tuple[int, ...] = setting(
+        (32, 64, 128, 256), "U-Net widths, comma-separated", parse=_widths, metavar="W1,W2,..."
+    )
+    weights: str = setting(
+        "", "continue from a trained denoiser checkpoint (same widths; a fresh schedule)"
+    )
+    max_sigma: float = setting(55.0, "noise levels drawn from 0 to this (0-255 scale)")
+    known_p: float = setting(0.5, "share of images told their sigma")
+    poisson_p: float = setting(0.0, "share of images with Poisson (shot) noise instead")
+    jpeg_p: float = setting(0.0, "share of images re-encoded as JPEG after the noise")
+    clean_p: float = setting(
+        0.1, "share of training inputs shown without noise (a clean photo must come back as it was)"
+    )
+    ema: float = setting(
+        0.0, "save a running average of the weights with this decay per step (0: off)"
+    )
+    mosaic: int = setting(
+        2, "train on N x N mosaics of library images, N * patch-size px (1: single images)"
+    )
+    eval_images: str = setting(
+        "", "clean images to evaluate on at the end (e.g. Kodak24)", name="eval"
+    )
+    eval_sigma: float = setting(25.0, "noise level of the evaluation")
+    eval_limit: int = setting(0, "evaluate on the first N images only (0: all)")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N")
+    precision: str = setting("auto", "bf16 where the device has it", choices=PRECISIONS)
+    cache_dir: str = setting("", "decoded-image cache (default ~/.cache/simclr-search)")
+    seed: int = setting(0, "seed of the batches, noise and initialisation")
+    progress: bool = setting(True, "progress bar")
+
+    def check(self) -> None:
+        """Refuse impossible settings before anything is decoded."""
+        if self.minutes < 0 or self.steps <= 0 or self.batch_size <= 0:
+            raise ValueError("minutes must be >= 0 and steps, batch size > 0")
+        check_mosaic(self.mosaic, self.batch_size)
+        if not 0 <= self.clean_p <= 1:
+            raise ValueError(f"--clean-p must be in [0, 1], got {self.clean_p}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"--ema must be in [0, 1) (0: off), got {self.ema}")
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="train a denoiser (noisy image -> clean image)", add_help=add_help
     )
-    p.add_argument("--data", required=True, help="clean images to train on (folder or archive)")
-    p.add_argument("--out-dir", default="runs/denoiser")
-    p.add_argument("--minutes", type=float, default=0.0, help="time budget (0: use --steps)")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--patch-size", type=int, default=32, help="images are decoded to this square")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument(
-        "--loss",
-        choices=LOSSES,
-        default="l1",
-        help="l1 (default) or mse, the error PSNR measures; a 30-minute mse fine-tune of the "
-        "shipped L1 denoiser scored 31.58 dB on Kodak24 at sigma 25, against its 31.63",
-    )
-    p.add_argument("--widths", type=_widths, default=(32, 64, 128, 256))
-    p.add_argument(
-        "--init",
-        choices=("random", "encoder"),
-        default="random",
-        help="'encoder': start the down path from a compact SimCLR encoder (--checkpoint)",
-    )
-    p.add_argument("--checkpoint", default="", help="SimCLR checkpoint for --init encoder")
-    p.add_argument(
-        "--weights",
-        default="",
-        help="continue from a trained denoiser checkpoint (same widths; a fresh schedule)",
-    )
-    p.add_argument("--max-sigma", type=float, default=55.0)
-    p.add_argument("--known-p", type=float, default=0.5, help="share of images told their sigma")
-    p.add_argument("--poisson-p", type=float, default=0.0)
-    p.add_argument("--jpeg-p", type=float, default=0.0)
-    p.add_argument(
-        "--zoom-p",
-        type=float,
-        default=0.0,
-        help="share of images replaced by an enlarged crop of themselves (smooth content; "
-        "see training/noise.py zoom)",
-    )
-    p.add_argument("--max-zoom", type=float, default=4.0)
-    p.add_argument(
-        "--clean-p",
-        type=float,
-        default=0.1,
-        help="share of training inputs shown without noise (a clean photo must come back as it was)",
-    )
-    p.add_argument(
-        "--ema",
-        type=float,
-        default=0.0,
-        help="save an exponential moving average of the weights with this decay per step "
-        "(e.g. 0.999) instead of the last step's (0: off; see training/ema.py)",
-    )
-    p.add_argument(
-        "--mosaic",
-        type=int,
-        default=2,
-        help="train on N x N mosaics of library images, N * patch-size px (1: single images); "
-        "interior pixels far from any edge, see training/noise.py mosaic",
-    )
-    p.add_argument(
-        "--eval", default="", help="clean images to evaluate on at the end (e.g. Kodak24)"
-    )
-    p.add_argument("--eval-sigma", type=float, default=25.0)
-    p.add_argument("--eval-limit", type=int, default=0, help="evaluate on the first N images only")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
-    p.add_argument("--cache-dir", default="")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--progress", type=lambda v: v.lower() in {"1", "true", "yes"}, default=True)
+    add_arguments(p, DenoiserTrainConfig)
     return p
 
 
-def build_denoiser(widths: tuple[int, ...], init: str, checkpoint: str) -> Denoiser:
-    if init == "random":
-        return Denoiser(widths)
-    if not checkpoint:
-        raise ValueError("--init encoder needs --checkpoint (a compact SimCLR checkpoint)")
-    state = load_checkpoint(checkpoint)
-    facts = state["preprocessing"]
-    denoiser = Denoiser(widths, tuple(facts["mean"]), tuple(facts["std"]))
-    copied = init_from_encoder(denoiser, model_from_checkpoint(state).encoder)
-    log.info("down path initialised from %s (%d tensors)", checkpoint, copied)
-    return denoiser
-
-
-def _check_mosaic(tiles: int, batch_size: int) -> None:
+def check_mosaic(tiles: int, batch_size: int) -> None:
     if tiles < 1 or tiles**2 > batch_size:
         raise ValueError(
             f"--mosaic {tiles} needs {tiles**2} images per batch, the batch holds {batch_size}: "
@@ -149,157 +124,146 @@ def learning_rate(progress: float, peak: float, warmup: float = 0.02) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * rest))
 
 
-def train_denoiser(
-    data: str,
-    out_dir: str,
-    minutes: float = 0.0,
-    steps: int = 2000,
-    batch_size: int = 64,
-    patch_size: int = 32,
-    lr: float = 2e-3,
-    widths: tuple[int, ...] = (32, 64, 128, 256),
-    init: str = "random",
-    checkpoint: str = "",
-    weights: str = "",
-    max_sigma: float = 55.0,
-    known_p: float = 0.5,
-    poisson_p: float = 0.0,
-    jpeg_p: float = 0.0,
-    zoom_p: float = 0.0,
-    max_zoom: float = 4.0,
-    mosaic_tiles: int = 2,
-    clean_p: float = 0.1,
-    ema: float = 0.0,
-    eval_source: str = "",
-    eval_sigma: float = 25.0,
-    eval_limit: int = 0,
-    device_name: str = "auto",
-    precision: str = "auto",
-    cache_dir: str | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    loss: str = "l1",
-) -> dict[str, Any]:
-    if minutes < 0 or steps <= 0 or batch_size <= 0:
-        raise ValueError("minutes must be >= 0 and steps, batch size > 0")
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    loss_fn = F.l1_loss if loss == "l1" else F.mse_loss
-    torch.manual_seed(seed)
-    device = select_device(device_name)
-    _check_mosaic(mosaic_tiles, batch_size)  # before the library is decoded
-    if not 0 <= clean_p <= 1:
-        raise ValueError(f"--clean-p must be in [0, 1], got {clean_p}")
-    if not 0 <= ema < 1:
-        raise ValueError(f"--ema must be in [0, 1) (0: off), got {ema}")
-    precision = resolve_precision(device, precision)
-    library = build_library(data, patch_size, cache_dir, progress=progress)
-    model = build_denoiser(widths, init, checkpoint)
-    steps_before = 0
-    if weights:
-        previous, state = load_denoiser(weights)
-        if previous.widths != model.widths:
-            raise ValueError(f"--weights has widths {previous.widths}, not {model.widths}")
-        model.load_state_dict(previous.state_dict())
-        steps_before = int(state["step"]) + int(state["config"].get("steps_before", 0))
-    model = model.to(device)
-    model = model.to(memory_format=torch.channels_last)
-    reader = BatchReader(library, min(batch_size, len(library)), seed)
-    _check_mosaic(mosaic_tiles, reader.batch_size)  # again: a small library shrinks the batch
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    average = WeightAverage(model, ema) if ema else None
-    out = Path(out_dir)
-    run_log = RunLog(out, tensorboard=False)
-    generator = torch.Generator().manual_seed(seed)
-    budget = minutes * 60
+def _starting_model(cfg: DenoiserTrainConfig) -> tuple[Denoiser, int]:
+    """A fresh denoiser, or the ``--weights`` one; and the steps those weights were trained for."""
+    model = Denoiser(cfg.widths)
+    if not cfg.weights:
+        return model, 0
+    previous, state = load_denoiser(cfg.weights)
+    if previous.widths != model.widths:
+        raise ValueError(f"--weights has widths {previous.widths}, not {model.widths}")
+    model.load_state_dict(previous.state_dict())
+    return model, int(state["step"]) + int(state["config"].get("steps_before", 0))
+
+
+@dataclass
+class _Progress:
+    steps: int
+    seconds: float
+    losses: list[float]
+
+
+def _train_steps(
+    cfg: DenoiserTrainConfig,
+    model: Denoiser,
+    reader: BatchReader,
+    device: torch.device,
+    precision: str,
+    run_log: RunLog,
+    average: WeightAverage | None,
+) -> _Progress:
+    """The training loop: until ``cfg.minutes`` have passed, or ``cfg.steps`` without a budget."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    budget = cfg.minutes * 60
     started = time.perf_counter()
     losses: list[float] = []
-    bar = tqdm(total=None if minutes else steps, desc="denoiser", disable=not progress)
+    bar = tqdm(total=None if cfg.minutes else cfg.steps, desc="denoiser", disable=not cfg.progress)
     step = 0
     while True:
         # With a time budget the schedule follows the clock, not a step count fixed up front, so a
         # machine that slows down mid-run (other jobs) still ends on time with a finished schedule.
-        done = (time.perf_counter() - started) / budget if minutes else step / steps
+        done = (time.perf_counter() - started) / budget if cfg.minutes else step / cfg.steps
         if done >= 1:
             break
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(done, lr)
-        clean = dihedral(reader.read(step).float().div_(255.0), generator)
-        clean = mosaic(zoom(clean, generator, zoom_p, max_zoom)[0], mosaic_tiles)
-        noise_free = torch.rand(len(clean), generator=generator) < clean_p
-        noisy, sigma = corrupt(clean, generator, max_sigma, known_p, poisson_p, jpeg_p, noise_free)
+            group["lr"] = learning_rate(done, cfg.lr)
+        clean = mosaic(dihedral(reader.read(step).float().div_(255.0), generator), cfg.mosaic)
+        noise_free = torch.rand(len(clean), generator=generator) < cfg.clean_p
+        noisy, sigma = corrupt(
+            clean, generator, cfg.max_sigma, cfg.known_p, cfg.poisson_p, cfg.jpeg_p, noise_free
+        )
         clean = clean.to(device, memory_format=torch.channels_last)
         noisy = noisy.to(device, memory_format=torch.channels_last)
         with autocast(device, precision):
-            objective = loss_fn(model(noisy, sigma.to(device)).float(), clean)
+            objective = F.l1_loss(model(noisy, sigma.to(device)).float(), clean)
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         optimizer.step()
         if average is not None:
             average.update(model)
         losses.append(objective.item())
-        if step % 50 == 0:
+        if step % LOG_EVERY == 0:
+            recent = float(np.mean(losses[-LOG_EVERY:]))
             elapsed = time.perf_counter() - started
             run_log.write(
                 "train",
                 step,
-                loss=float(np.mean(losses[-50:])),
+                loss=recent,
                 lr=optimizer.param_groups[0]["lr"],
                 images_per_s=(step + 1) * reader.batch_size / elapsed,
             )
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            bar.set_postfix(loss=f"{recent:.4f}")
         bar.update(1)
         step += 1
     bar.close()
-    seconds = time.perf_counter() - started
-    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
-    if average is not None:  # save the average, not the last step's weights
-        model.load_state_dict(average.state_dict())
-    config = {
+    return _Progress(step, time.perf_counter() - started, losses)
+
+
+def _saved_config(
+    cfg: DenoiserTrainConfig, model: Denoiser, batch_size: int, steps_before: int
+) -> dict[str, Any]:
+    """What the checkpoint records of its run: the settings, plus the facts a loader needs."""
+    return {
+        **asdict(cfg),
         "widths": list(model.widths),
         "mean": model.mean.flatten().tolist(),
         "std": model.std.flatten().tolist(),
-        "init": init,
-        "weights": weights,
+        "batch_size": batch_size,
         "steps_before": steps_before,
-        "encoder_checkpoint": checkpoint,
-        "patch_size": patch_size,
-        "batch_size": reader.batch_size,
-        "lr": lr,
-        "loss": loss,
-        "max_sigma": max_sigma,
-        "known_p": known_p,
-        "poisson_p": poisson_p,
-        "jpeg_p": jpeg_p,
-        "zoom_p": zoom_p,
-        "max_zoom": max_zoom,
-        "mosaic": mosaic_tiles,
-        "clean_p": clean_p,
-        "ema": ema,
-        "data": str(data),
-        "seed": seed,
+        "loss": "l1",
     }
+
+
+def _evaluate(cfg: DenoiserTrainConfig, model: Denoiser) -> dict[str, float]:
+    """Mean PSNR / SSIM on ``cfg.eval_images`` at ``cfg.eval_sigma``, blind and told the level."""
+    images = load_eval_set(cfg.eval_images, cfg.eval_limit)
+    method = torch_method(model)
+    out = {}
+    for known in (False, True):
+        scores = evaluate_method(method, images, cfg.eval_sigma, known=known)
+        name = "known" if known else "blind"
+        out[f"eval_{name}_psnr"], out[f"eval_{name}_ssim"] = scores["psnr"], scores["ssim"]
+    return out
+
+
+def train_denoiser(cfg: DenoiserTrainConfig) -> dict[str, Any]:
+    """Train, save ``denoiser.pt`` in ``cfg.out_dir``, evaluate; returns the run's summary."""
+    cfg.check()
+    torch.manual_seed(cfg.seed)
+    device = select_device(cfg.device)
+    precision = resolve_precision(device, cfg.precision)
+    library: ImageLibrary = build_library(
+        cfg.data, cfg.patch_size, cfg.cache_dir or None, progress=cfg.progress
+    )
+    model, steps_before = _starting_model(cfg)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    reader = BatchReader(library, min(cfg.batch_size, len(library)), cfg.seed)
+    check_mosaic(cfg.mosaic, reader.batch_size)  # again: a small library shrinks the batch
+    average = WeightAverage(model, cfg.ema) if cfg.ema else None
+    out = Path(cfg.out_dir)
+    run_log = RunLog(out, tensorboard=False)
+    run = _train_steps(cfg, model, reader, device, precision, run_log, average)
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    if average is not None:  # save the average, not the last step's weights
+        model.load_state_dict(average.state_dict())
+    config = _saved_config(cfg, model, reader.batch_size, steps_before)
     save_checkpoint(
         out / "denoiser.pt",
-        {"kind": "denoiser", "denoiser": model.state_dict(), "step": step, "config": config},
+        {"kind": "denoiser", "denoiser": model.state_dict(), "step": run.steps, "config": config},
     )
     summary: dict[str, Any] = {
-        "steps": step,
-        "seconds": seconds,
-        "images_per_s": step * reader.batch_size / seconds,
-        "epochs": step * reader.batch_size / len(library),
-        "first_loss": float(np.mean(losses[:10])),
-        "final_loss": float(np.mean(losses[-50:])),
+        "steps": run.steps,
+        "seconds": run.seconds,
+        "images_per_s": run.steps * reader.batch_size / run.seconds,
+        "epochs": run.steps * reader.batch_size / len(library),
+        "first_loss": float(np.mean(run.losses[:10])),
+        "final_loss": float(np.mean(run.losses[-LOG_EVERY:])),
         "denoiser": str(out / "denoiser.pt"),
     }
-    if eval_source:
-        images = load_eval_set(eval_source, eval_limit)
-        method = torch_method(model)
-        for known in (False, True):
-            scores = evaluate_method(method, images, eval_sigma, known=known)
-            summary[f"eval_{'known' if known else 'blind'}_psnr"] = scores["psnr"]
-            summary[f"eval_{'known' if known else 'blind'}_ssim"] = scores["ssim"]
-    run_log.write("summary", step, **{k: v for k, v in summary.items() if k != "denoiser"})
+    if cfg.eval_images:
+        summary.update(_evaluate(cfg, model))
+    run_log.write("summary", run.steps, **{k: v for k, v in summary.items() if k != "denoiser"})
     run_log.close()
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -314,36 +278,5 @@ def load_denoiser(path: str) -> tuple[Denoiser, dict[str, Any]]:
 
 
 def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    summary = train_denoiser(
-        args.data,
-        args.out_dir,
-        args.minutes,
-        args.steps,
-        args.batch_size,
-        args.patch_size,
-        args.lr,
-        args.widths,
-        args.init,
-        args.checkpoint,
-        args.weights,
-        args.max_sigma,
-        args.known_p,
-        args.poisson_p,
-        args.jpeg_p,
-        args.zoom_p,
-        args.max_zoom,
-        args.mosaic,
-        args.clean_p,
-        args.ema,
-        args.eval,
-        args.eval_sigma,
-        args.eval_limit,
-        args.device,
-        args.precision,
-        args.cache_dir or None,
-        args.seed,
-        args.progress,
-        args.loss,
-    )
-    print(json.dumps(summary))
+    print(json.dumps(train_denoiser(from_args(DenoiserTrainConfig, args))))
     return 0

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from simclr_search.training.precision import autocast
 from torch import nn
+
+from simclr_search.training.precision import autocast
 
 
 def to_input(

@@ -18,16 +18,29 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from simclr_search.bundle.manifest import load_manifest, write_manifest
+from torch import nn
+
+from simclr_search.bundle.manifest import (
+    BundleSpec,
+    EmbeddingInfo,
+    Manifest,
+    ModelFile,
+    ModelInfo,
+    Preprocessing,
+    load_manifest,
+    write_manifest,
+)
 from simclr_search.bundle.preprocess import RESIZE_POLICY, encoder_input
 from simclr_search.bundle.sources import iter_image_bytes
 from simclr_search.bundle.tiling import BORDER
+from simclr_search.settings import add_arguments, from_args, setting
 from simclr_search.training.checkpoint import load_checkpoint
 from simclr_search.training.models.simclr import model_from_checkpoint
 from simclr_search.training.onnx_export import (
@@ -45,7 +58,6 @@ from simclr_search.training.whitening import (
     Whitening,
     fit_library_whitening,
 )
-from torch import nn
 
 log = logging.getLogger("simclr.export")
 WHITEN_IMAGES = 10_000
@@ -118,7 +130,7 @@ def sample_images(source: str, count: int, size: int, mean, std, seed: int = 0) 
 
 def export_decoder(
     decoder_path: str, out: Path, embeddings: np.ndarray, whitening: Whitening | None = None
-) -> tuple[dict[str, Any], dict[str, float]]:
+) -> tuple[ModelFile, dict[str, float]]:
     """``decoder.onnx``: ``(batch, D)`` served embeddings -> ``(batch, 3, S, S)`` RGB in [0, 1].
 
     ``embeddings`` are what the encoder file serves; with ``whitening`` the file un-whitens them
@@ -142,85 +154,91 @@ def export_decoder(
     parity = compare_with_onnxruntime(folded, out / "decoder.onnx", embeddings[:64])
     require_agreement(parity, "decoder")
     size = state["config"]["image_size"]
-    entry = {
-        "path": "decoder.onnx",
-        "inputs": {"embeddings": ["batch", state["config"]["embed_dim"]]},
-        "outputs": {"images": ["batch", 3, size, size]},
-        "output_range": [0, 1],
-        "training": {"step": state["step"], "config": state["config"]},
-    }
+    entry = ModelFile(
+        "decoder.onnx",
+        {"embeddings": ["batch", state["config"]["embed_dim"]]},
+        {"images": ["batch", 3, size, size]},
+        {"output_range": [0, 1], "training": {"step": state["step"], "config": state["config"]}},
+    )
     return entry, parity
 
 
-def export_bundle(
-    checkpoint: str,
-    out_dir: str,
-    images: str,
-    normalize: bool = True,
-    int8: bool = False,
-    calibration_count: int = 256,
-    name: str = "simclr",
-    version: str = "1",
-    decoder: str = "",
-    denoiser: str = "",
-    whiten_images: int = WHITEN_IMAGES,
-    progress: bool = True,
-    whitening_method: str = "learned",
-    denoise_border: int = BORDER,
-    denoiser_from: str = "",
-) -> dict[str, Any]:
-    """Write the bundle to ``out_dir``; returns a report (parity per file, seconds, files).
+@dataclass
+class ExportConfig:
+    """A bundle export; ``simclr export``'s flags are made from these fields."""
 
-    ``denoiser`` exports a ``simclr train-denoiser`` checkpoint; ``denoiser_from`` instead carries
-    the ``denoiser.onnx`` of another bundle over unchanged (at most one of the two).
-    """
-    if whitening_method not in (*METHODS, "none"):
-        raise ValueError(f"whitening must be one of {(*METHODS, 'none')}, got {whitening_method!r}")
-    if denoiser and denoiser_from:
-        raise ValueError("give a denoiser checkpoint or a bundle to carry one from, not both")
-    # Read (and verify) the other bundle before writing anything: out_dir may be that folder.
-    carried = load_manifest(denoiser_from) if denoiser_from else None
-    if carried is not None and not carried.has("denoiser"):
-        raise ValueError(f"the bundle at {denoiser_from} has no denoiser to carry over")
-    state = load_checkpoint(checkpoint)
-    facts = state["preprocessing"]
-    size = int(facts["input_size"])
-    mean, std = tuple(facts["mean"]), tuple(facts["std"])
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model = model_from_checkpoint(state)
+    checkpoint: str = setting(help="trained encoder checkpoint (simclr train)")
+    out: str = setting(help="bundle folder to write")
+    images: str = setting(
+        help="a sample of your images: parity checks, whitening, INT8 calibration"
+    )
+    normalize: bool = setting(True, "L2-normalise embeddings (cosine search)")
+    int8: bool = setting(False, "also write a static INT8 encoder")
+    calibration_count: int = setting(256, "images the INT8 calibration and parity checks use")
+    whiten_images: int = setting(
+        WHITEN_IMAGES,
+        "fit the whitening on this many sampled library images (0: serve plain h; skipped with "
+        "a warning below 4 images per dimension)",
+    )
+    whitening: str = setting(
+        "learned",
+        "learned (from each sampled image and an edited copy), pca, or none (plain h)",
+        choices=(*METHODS, "none"),
+    )
+    decoder: str = setting("", "decoder checkpoint (simclr train-decoder) to include")
+    denoiser: str = setting("", "denoiser checkpoint (simclr train-denoiser) to include")
+    denoiser_from: str = setting(
+        "", "carry the denoiser.onnx of this bundle over unchanged (instead of --denoiser)"
+    )
+    denoise_border: int = setting(BORDER, "px mirrored around images before denoising")
+    name: str = setting("simclr", "the bundle's model name")
+    version: str = setting("1", "the bundle's model version")
+    progress: bool = setting(True, "progress bars")
+
+    def check(self) -> None:
+        if self.denoiser and self.denoiser_from:
+            raise ValueError("give a denoiser checkpoint or a bundle to carry one from, not both")
+
+
+def _served_encoder(
+    cfg: ExportConfig, model: nn.Module, size: int, mean, std
+) -> tuple[nn.Module, Whitening | None]:
+    """The module the encoder file is exported from: folded h, whitened if ``cfg.whitening``."""
     unit_h = fold_batchnorm(EncoderForExport(model.encoder, True))
-    encoder = unit_h if normalize else fold_batchnorm(EncoderForExport(model.encoder, False))
-    started = time.perf_counter()
-    whitening = None
-    if whiten_images > 0 and whitening_method != "none":
-        whitening = fit_library_whitening(
-            unit_h, images, whiten_images, size, mean, std, progress, whitening_method
-        )
-    if whitening is not None:
-        encoder = WhitenedEncoder(unit_h, Whiten(whitening), normalize)
-    sample = sample_images(images, max(calibration_count, 16), size, mean, std)
-    export_onnx(encoder, torch.from_numpy(sample[:2]), out / "encoder.onnx", "images", "embeddings")
-    parity = compare_with_onnxruntime(encoder, out / "encoder.onnx", sample[:64])
-    require_agreement(parity, "encoder")
-    files: dict[str, Any] = {
-        "encoder": {
-            "path": "encoder.onnx",
-            "inputs": {"images": ["batch", 3, size, size]},
-            "outputs": {"embeddings": ["batch", model.num_features]},
-        },
-    }
-    report: dict[str, Any] = {"encoder_parity": parity}
-    if decoder:
+    encoder = unit_h if cfg.normalize else fold_batchnorm(EncoderForExport(model.encoder, False))
+    if cfg.whiten_images <= 0 or cfg.whitening == "none":
+        return encoder, None
+    whitening = fit_library_whitening(
+        unit_h, cfg.images, cfg.whiten_images, size, mean, std, cfg.progress, cfg.whitening
+    )
+    if whitening is None:
+        return encoder, None
+    return WhitenedEncoder(unit_h, Whiten(whitening), cfg.normalize), whitening
+
+
+def _image_models(
+    cfg: ExportConfig,
+    out: Path,
+    encoder: nn.Module,
+    whitening: Whitening | None,
+    sample: np.ndarray,
+    mean,
+    std,
+    carried: Manifest | None,
+) -> tuple[dict[str, ModelFile], dict[str, Any]]:
+    """The decoder and denoiser files (exported or carried over) and their parity reports."""
+    files: dict[str, ModelFile] = {}
+    report: dict[str, Any] = {}
+    if cfg.decoder:
         with torch.no_grad():
             # What the encoder file serves: the decoder file takes exactly that.
             embeddings = encoder(torch.from_numpy(sample[:64]))
             if whitening is None:
                 embeddings = F.normalize(embeddings, dim=1)  # the decoder takes unit h
         files["decoder"], report["decoder_parity"] = export_decoder(
-            decoder, out, embeddings.numpy(), whitening
+            cfg.decoder, out, embeddings.numpy(), whitening
         )
-    if denoiser:
+    if cfg.denoiser:
         from simclr_search.training.export_denoiser import export_denoiser
 
         pixels = (
@@ -228,49 +246,72 @@ def export_bundle(
             + np.array(mean, np.float32)[:, None, None]
         )
         files["denoiser"], report["denoiser_parity"] = export_denoiser(
-            denoiser, out, pixels, denoise_border
+            cfg.denoiser, out, pixels, cfg.denoise_border
         )
     if carried is not None:
         from simclr_search.training.export_denoiser import carry_denoiser
 
         files["denoiser"] = carry_denoiser(carried, out)
-    if int8:
-        quantize_int8(out / "encoder.onnx", out / "encoder.int8.onnx", sample[:calibration_count])
-        files["encoder_int8"] = {
-            **files["encoder"],
-            "path": "encoder.int8.onnx",
-            "quantization": "static QDQ int8",
-        }
-    manifest = {
-        "model": {
-            "name": name,
-            "version": version,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
-        "preprocessing": {
-            "input_size": size,
-            "color_order": "RGB",
-            "mean": list(mean),
-            "std": list(std),
-            "resize": RESIZE_POLICY,
-            "layout": "NCHW float32, pixels/255 then (x-mean)/std",
-        },
-        "embedding": {
-            "dim": model.num_features,
-            "normalized": normalize,
-            "source": "h (before projection head)"
-            + (f", whitened ({whitening.method})" if whitening is not None else ""),
-            "whitening": whitening.describe() if whitening is not None else None,
-        },
-        "opset": OPSET,
-        "training": {
+    return files, report
+
+
+def export_bundle(cfg: ExportConfig) -> dict[str, Any]:
+    """Write the bundle to ``cfg.out``; returns a report (parity per file, seconds, files).
+
+    ``cfg.denoiser`` exports a ``simclr train-denoiser`` checkpoint; ``cfg.denoiser_from`` instead
+    carries the ``denoiser.onnx`` of another bundle over unchanged (at most one of the two).
+    """
+    cfg.check()
+    # Read (and verify) the other bundle before writing anything: out may be that folder.
+    carried = load_manifest(cfg.denoiser_from) if cfg.denoiser_from else None
+    if carried is not None and not carried.has("denoiser"):
+        raise ValueError(f"the bundle at {cfg.denoiser_from} has no denoiser to carry over")
+    state = load_checkpoint(cfg.checkpoint)
+    facts = state["preprocessing"]
+    size = int(facts["input_size"])
+    mean, std = tuple(facts["mean"]), tuple(facts["std"])
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model_from_checkpoint(state)
+    started = time.perf_counter()
+    encoder, whitening = _served_encoder(cfg, model, size, mean, std)
+    sample = sample_images(cfg.images, max(cfg.calibration_count, 16), size, mean, std)
+    export_onnx(encoder, torch.from_numpy(sample[:2]), out / "encoder.onnx", "images", "embeddings")
+    parity = compare_with_onnxruntime(encoder, out / "encoder.onnx", sample[:64])
+    require_agreement(parity, "encoder")
+    shapes = ({"images": ["batch", 3, size, size]}, {"embeddings": ["batch", model.num_features]})
+    files = {"encoder": ModelFile("encoder.onnx", *shapes)}
+    extra, report = _image_models(cfg, out, encoder, whitening, sample, mean, std, carried)
+    files.update(extra)
+    report["encoder_parity"] = parity
+    if cfg.int8:
+        quantize_int8(
+            out / "encoder.onnx", out / "encoder.int8.onnx", sample[: cfg.calibration_count]
+        )
+        files["encoder_int8"] = ModelFile(
+            "encoder.int8.onnx", *shapes, {"quantization": "static QDQ int8"}
+        )
+    source = "h (before projection head)"
+    if whitening is not None:
+        source += f", whitened ({whitening.method})"
+    spec = BundleSpec(
+        model=ModelInfo(cfg.name, cfg.version),
+        preprocessing=Preprocessing(size, mean, std, RESIZE_POLICY),
+        embedding=EmbeddingInfo(
+            model.num_features,
+            cfg.normalize,
+            source,
+            whitening.describe() if whitening is not None else None,
+        ),
+        files=files,
+        opset=OPSET,
+        training={
             "config": state["config"],
             "step": state["step"],
-            "checkpoint": str(checkpoint),
+            "checkpoint": str(cfg.checkpoint),
         },
-        "files": files,
-    }
-    write_manifest(out, manifest)
+    )
+    write_manifest(out, spec)
     report.update(
         {"bundle": str(out), "seconds": time.perf_counter() - started, "files": sorted(files)}
     )
@@ -281,76 +322,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="export a checkpoint to an ONNX model bundle", add_help=add_help
     )
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True, help="bundle folder to write")
-    p.add_argument(
-        "--images",
-        required=True,
-        help="a sample of your images: parity checks and INT8 calibration",
-    )
-    p.add_argument(
-        "--normalize",
-        type=lambda v: v.lower() in {"1", "true", "yes"},
-        default=True,
-        help="L2-normalise embeddings (true/false)",
-    )
-    p.add_argument("--int8", action="store_true", help="also write a static INT8 encoder")
-    p.add_argument("--calibration-count", type=int, default=256)
-    p.add_argument(
-        "--whiten-images",
-        type=int,
-        default=WHITEN_IMAGES,
-        help="fit the whitening on this many sampled library images "
-        "(0: serve plain h; skipped with a warning below 4 images per dimension)",
-    )
-    p.add_argument(
-        "--whitening",
-        choices=(*METHODS, "none"),
-        default="learned",
-        help="learned (from each sampled image and an edited copy: crop, mirror, rotation, "
-        "colour, blur, JPEG, noise), pca, or none (plain h)",
-    )
-    p.add_argument(
-        "--decoder", default="", help="decoder checkpoint (simclr train-decoder) to include"
-    )
-    p.add_argument(
-        "--denoiser", default="", help="denoiser checkpoint (simclr train-denoiser) to include"
-    )
-    p.add_argument(
-        "--denoiser-from",
-        default="",
-        help="carry the denoiser.onnx of this bundle over unchanged (instead of --denoiser)",
-    )
-    p.add_argument("--progress", type=lambda v: v.lower() in {"1", "true", "yes"}, default=True)
-    p.add_argument(
-        "--denoise-border",
-        type=int,
-        default=BORDER,
-        help="px mirrored around images before denoising (bundle/tiling.py: +0.02-0.05 dB on "
-        "large photos, a loss on small ones)",
-    )
-    p.add_argument("--name", default="simclr")
-    p.add_argument("--version", default="1")
+    add_arguments(p, ExportConfig)
     return p
 
 
 def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    report = export_bundle(
-        args.checkpoint,
-        args.out,
-        args.images,
-        args.normalize,
-        args.int8,
-        args.calibration_count,
-        args.name,
-        args.version,
-        args.decoder,
-        args.denoiser,
-        args.whiten_images,
-        args.progress,
-        args.whitening,
-        args.denoise_border,
-        args.denoiser_from,
-    )
-    print(json.dumps(report))
+    print(json.dumps(export_bundle(from_args(ExportConfig, args))))
     return 0

@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from simclr_search.bundle.manifest import Manifest
+from torch import nn
+
+from simclr_search.bundle.manifest import Manifest, ModelFile
 from simclr_search.bundle.tiling import BORDER
 from simclr_search.training.onnx_export import OPSET, agreement, fold_batchnorm, require_agreement
 from simclr_search.training.onnx_storage import round_weights_to_fp16, store_weights_as_fp16
-from torch import nn
 
 PARITY_SIZES = ((1, 1), (7, 5), (32, 32), (33, 47), (96, 128), (161, 100))
 MAX_TILE = 512
@@ -77,7 +78,7 @@ def check_parity(module: nn.Module, path: Path, images: np.ndarray, seed: int = 
 
 def export_denoiser(
     denoiser_path: str, out: Path, images: np.ndarray, border: int = BORDER
-) -> tuple[dict, dict]:
+) -> tuple[ModelFile, dict]:
     """Write ``out/denoiser.onnx`` from a ``simclr train-denoiser`` checkpoint; returns (manifest
     entry, parity). ``border``: the mirrored margin the runtime adds (``bundle.tiling``)."""
     if border < 0:
@@ -86,20 +87,22 @@ def export_denoiser(
 
     model, state = load_denoiser(denoiser_path)
     parity = write_onnx(model, out / "denoiser.onnx", images)
-    entry = {
-        "path": "denoiser.onnx",
-        "inputs": {"images": ["batch", 3, "height", "width"], "noise_sigma": ["batch"]},
-        "outputs": {"denoised": ["batch", 3, "height", "width"]},
-        "input_range": [0, 1],
-        "output_range": [0, 1],
-        "noise_sigma": "0-255 scale; negative = unknown (blind)",
-        "tiling": {"max_tile": MAX_TILE, "overlap": TILE_OVERLAP, "border": border},
-        "training": {"step": state["step"], "config": state["config"]},
-    }
+    entry = ModelFile(
+        "denoiser.onnx",
+        {"images": ["batch", 3, "height", "width"], "noise_sigma": ["batch"]},
+        {"denoised": ["batch", 3, "height", "width"]},
+        {
+            "input_range": [0, 1],
+            "output_range": [0, 1],
+            "noise_sigma": "0-255 scale; negative = unknown (blind)",
+            "tiling": {"max_tile": MAX_TILE, "overlap": TILE_OVERLAP, "border": border},
+            "training": {"step": state["step"], "config": state["config"]},
+        },
+    )
     return entry, parity
 
 
-def carry_denoiser(source: Manifest, out: Path) -> dict:
+def carry_denoiser(source: Manifest, out: Path) -> ModelFile:
     """Copy an exported ``denoiser.onnx`` from another bundle into ``out``; returns its manifest entry.
 
     Why: the denoiser does not depend on the encoder (it maps pixels to pixels), and training it
@@ -109,15 +112,14 @@ def carry_denoiser(source: Manifest, out: Path) -> dict:
     """
     if not source.has("denoiser"):
         raise ValueError(f"the bundle at {source.folder} has no denoiser to carry over")
-    entry = copy.deepcopy(source.data["files"]["denoiser"])
+    entry = ModelFile.from_dict(copy.deepcopy(source.data["files"]["denoiser"]))
     target = out / "denoiser.onnx"
     if source.path("denoiser").resolve() != target.resolve():
         shutil.copyfile(source.path("denoiser"), target)
     model = source.data["model"]
-    entry["path"] = "denoiser.onnx"
     # Carried again later, it still names the bundle whose export wrote the file.
-    entry.setdefault("carried_from", f"{model['name']} version {model['version']}")
-    return entry
+    details = {"carried_from": f"{model['name']} version {model['version']}", **entry.details}
+    return ModelFile("denoiser.onnx", entry.inputs, entry.outputs, details)
 
 
 def write_onnx(model: nn.Module, path: Path, images: np.ndarray, fp16_storage: bool = True) -> dict:

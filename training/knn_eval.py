@@ -9,6 +9,7 @@ import argparse
 import json
 
 import torch
+
 from simclr_search.training.checkpoint import load_checkpoint
 from simclr_search.training.config import cache_size_for
 from simclr_search.training.data.library import ImageLibrary, build_library

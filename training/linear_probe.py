@@ -15,6 +15,7 @@ import json
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from simclr_search.training.knn_eval import labelled_features
 from simclr_search.training.precision import PRECISIONS
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from simclr_search.training import distributed
 from torch import nn
+
+from simclr_search.training import distributed
 
 
 class NTXentLoss(nn.Module):

@@ -5,7 +5,6 @@ fewer, larger images) and use an explicit ``torch.Generator`` so a seeded run dr
 protocol (FFDNet) feeds ``clean + N(0, sigma^2)`` unclipped, so training does too.
 
 * Mosaic (the default, 2x2): images side by side, so some pixels lie far from any edge.
-* Zoom (optional, off): enlarged crops, smooth content.
 * Noise-free inputs (``corrupt``'s ``noise_free``): a clean photo must come back as it was.
 * Gaussian (the main model): per-image sigma uniform in ``[0, max_sigma]`` on the 0-255 scale.
 * Poisson (optional): shot noise at a per-image peak photon count (fewer photons, more noise).
@@ -18,7 +17,6 @@ import io
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 
@@ -49,41 +47,6 @@ def mosaic(clean: torch.Tensor, tiles: int) -> torch.Tensor:
     _, c, h, w = clean.shape
     grid = clean[: groups * tiles * tiles].reshape(groups, tiles, tiles, c, h, w)
     return grid.permute(0, 3, 1, 4, 2, 5).reshape(groups, c, tiles * h, tiles * w)
-
-
-def zoom(
-    clean: torch.Tensor, generator: torch.Generator, p: float, max_factor: float = 4.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Enlarge a random square of a ``p`` share of the images back to full size (bicubic).
-
-    Why: a library of thumbnails (CIFAR-10's 32 px) is textured at every pixel, so a denoiser trained
-    only on it never sees a clean photo at camera resolution: smooth at the pixel scale, no noise.
-    The shipped network trained that way tinted clean photos magenta (``bench_denoise.py``: clean
-    Kodak24 in, 26.77 dB out, a colour channel off by up to 15 levels).
-    A zoomed crop (factor uniform in ``[1, max_factor]``) is smooth content of that kind. Measured:
-    zooming 25% of the images for 40 min moved Kodak24 sigma 25 from 31.63 to 31.39 dB and did not
-    cure the cast (the cause was the edge distance, see :func:`mosaic`), so it is off by default.
-
-    Returns ``(images, zoomed)``: ``(B, 3, H, W)`` clamped to [0, 1] (bicubic overshoots) and a
-    ``(B,)`` bool mask of the enlarged ones.
-    """
-    if not 0 <= p <= 1:
-        raise ValueError(f"zoom p must be in [0, 1], got {p}")
-    if max_factor < 1:
-        raise ValueError(f"max zoom factor must be >= 1, got {max_factor}")
-    zoomed = torch.rand(clean.shape[0], generator=generator) < p
-    if not zoomed.any():
-        return clean, zoomed
-    out = clean.clone()
-    height, width = clean.shape[-2:]
-    for i in torch.nonzero(zoomed).flatten().tolist():
-        factor = 1 + float(torch.rand(1, generator=generator)) * (max_factor - 1)
-        h, w = max(2, round(height / factor)), max(2, round(width / factor))
-        top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
-        left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
-        crop = clean[i : i + 1, :, top : top + h, left : left + w]
-        out[i] = F.interpolate(crop, size=(height, width), mode="bicubic", align_corners=False)[0]
-    return out.clamp_(0, 1), zoomed
 
 
 def gaussian(

@@ -24,8 +24,9 @@ MIN_COSINE = 0.99999
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:
     """Fold every Conv -> BatchNorm pair (eval mode) with torch.fx; the result computes the same function."""
-    from simclr_search.training.models.im2col_conv import with_plain_convolutions
     from torch.fx.experimental.optimization import fuse
+
+    from simclr_search.training.models.im2col_conv import with_plain_convolutions
 
     # with_plain_convolutions already returns a copy: fuse may work on it in place.
     return fuse(with_plain_convolutions(module.eval()), inplace=True)

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from tqdm import tqdm
+
 from simclr_search.training import distributed
 from simclr_search.training.augment import SimCLRAugment
 from simclr_search.training.checkpoint import (
@@ -40,8 +43,6 @@ from simclr_search.training.precision import autocast, grad_scaler, resolve_prec
 from simclr_search.training.run_log import RunLog, plot_curves
 from simclr_search.training.time_budget import BudgetReplanner, probe_steps
 from simclr_search.training.train_args import config_from_args, get_args_parser
-from torch import nn
-from tqdm import tqdm
 
 log = logging.getLogger("simclr.train")
 

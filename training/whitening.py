@@ -32,11 +32,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
+from tqdm import tqdm
+
 from simclr_search.bundle.preprocess import encoder_input
 from simclr_search.bundle.sources import iter_image_bytes
 from simclr_search.training.copy_edits import copy_edit
-from torch import nn
-from tqdm import tqdm
 
 log = logging.getLogger("simclr.export")
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+
 from simclr_search.protos.simclr.v1 import search_pb2 as pb
 from simclr_search.protos.simclr.v1 import search_pb2_grpc as pb_grpc
 

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
 from simclr_search.bundle.runtime import Decoder, Denoiser
 from simclr_search.serving.core.errors import BadRequest, MissingModel
 from simclr_search.serving.core.images import ImageLimits, decode_rgb, encode_png

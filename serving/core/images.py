@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
 from simclr_search.bundle.preprocess import (
     ALLOWED_FORMATS,
     ImageDecodeError,

@@ -13,6 +13,7 @@ import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
 from simclr_search.serving.core.errors import BadRequest, InvalidImage
 from simclr_search.serving.core.images import ImageLimits, decode_for_model
 

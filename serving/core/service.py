@@ -16,11 +16,11 @@ import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from simclr_search.bundle.manifest import Manifest, load_manifest
 from simclr_search.bundle.preprocess import normalize
 from simclr_search.bundle.runtime import Decoder, Denoiser, Encoder
@@ -31,51 +31,18 @@ from simclr_search.index.hits import Hit
 from simclr_search.index.metadata import Item, NewItem
 from simclr_search.index.store import Store
 from simclr_search.serving.core.batcher import MicroBatcher
+from simclr_search.serving.core.config import ServiceConfig
 from simclr_search.serving.core.errors import BadRequest, InvalidImage
 from simclr_search.serving.core.image_models import ImageModels
-from simclr_search.serving.core.images import ImageLimits
 from simclr_search.serving.core.request_images import RequestImages
 from simclr_search.serving.core.tie_break import (
     CANDIDATES,
-    DEFAULT_MARGIN,
     near_tie_order,
     signatures,
 )
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
-
-
-@dataclass
-class ServiceConfig:
-    """Everything the core needs; every field has a working default except the two paths."""
-
-    bundle: Path
-    store: Path
-    default_collection: str = "images"
-    metric: str = "cosine"
-    int8: bool = False
-    device: str = "auto"
-    max_batch: int = 32
-    max_wait_ms: float = 2.0
-    decode_threads: int = 2
-    ort_threads: int = 2
-    encoder_streams: int = 1
-    # Single-threaded encoder copies a backlog is split over (serving.batcher); "auto": one per
-    # --ort-threads thread on the CPU, none on a GPU.
-    encoder_lanes: int | str = "auto"
-    faiss_threads: int = 1
-    max_request_images: int = 256
-    max_k: int = 1000
-    # Search by image: hits within this score of the best are ordered by thumbnail likeness too
-    # (serving.tie_break); 0 keeps the embedding's order.
-    tie_break_margin: float = DEFAULT_MARGIN
-    # Denoise returns the full image as PNG: 16 MP keeps the answer under the 64 MB message limit
-    # and the work near half a minute on 2 cores.
-    max_denoise_pixels: int = 16_000_000
-    # Denoise: passes averaged (bundle.runtime.ENSEMBLES); "auto": 4 up to half a megapixel, else 1.
-    denoise_ensemble: int | str = "auto"
-    limits: ImageLimits = field(default_factory=ImageLimits)
 
 
 @dataclass(frozen=True)

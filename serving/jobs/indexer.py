@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from simclr_search.bundle.sources import iter_image_bytes
 from simclr_search.serving.core.service import SearchService, ServiceConfig
-from tqdm import tqdm
 
 
 @dataclass

@@ -27,6 +27,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
+
 from simclr_search.bundle.manifest import load_manifest
 from simclr_search.bundle.sources import iter_image_bytes
 from simclr_search.serving.client import Client

@@ -11,18 +11,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from simclr_search.protos.simclr.v1 import search_pb2, search_pb2_grpc
-from simclr_search.serving.core.images import ImageLimits
-from simclr_search.serving.core.service import SearchService, ServiceConfig
+from simclr_search.serving.core.config import ServiceConfig
+from simclr_search.serving.core.service import SearchService
 from simclr_search.serving.server.interceptors import (
     BATCH_SIZE,
     ENCODER_BUSY,
@@ -32,21 +30,11 @@ from simclr_search.serving.server.interceptors import (
     LimitAndMetricsInterceptor,
 )
 from simclr_search.serving.server.servicer import ImageSearchServicer
+from simclr_search.serving.server.settings import ServerOptions, config_from_args
 
 log = logging.getLogger("simclr.serve")
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["ImageSearch"].full_name
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-
-@dataclass
-class ServerOptions:
-    address: str = "127.0.0.1:50051"
-    metrics_port: int = 0
-    token: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    max_concurrent: int = 64
-    grace_seconds: float = 10.0
 
 
 class RunningServer:
@@ -169,161 +157,6 @@ async def _export_gauges(service: SearchService) -> None:
             for name in service.store.list():
                 INDEX_SIZE.labels(name).set(service.store.get(name).count())
         await asyncio.sleep(1.0)
-
-
-def _env(name: str, default):
-    value = os.environ.get(f"SIMCLR_{name.upper()}")
-    if value is None:
-        return default
-    return (
-        type(default)(value)
-        if not isinstance(default, bool)
-        else value.lower() in {"1", "true", "yes"}
-    )
-
-
-def _auto_or_int(what: str, least: int) -> Callable[[str | int], str | int]:
-    """A parser for a flag (or its ``SIMCLR_`` variable) that takes ``auto`` or a whole number of
-    at least ``least``; ``what`` says what it must be, for the error."""
-
-    def parse(value: str | int) -> str | int:
-        if value == "auto":
-            return value
-        try:
-            number = int(value)
-        except ValueError:
-            number = None
-        if number is None or number < least:
-            raise argparse.ArgumentTypeError(f"{what}, got {value!r}")
-        return number
-
-    return parse
-
-
-_ensemble = _auto_or_int("denoise ensemble must be auto, 1, 2, 4 or 8", 1)
-_lanes = _auto_or_int("encoder lanes must be auto or a whole number >= 0", 0)
-
-
-def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    d, o = ServiceConfig(Path("."), Path(".")), ServerOptions()
-    p = argparse.ArgumentParser(
-        description="serve embeddings and reverse image search over gRPC", add_help=add_help
-    )
-    p.add_argument(
-        "--bundle", default=_env("bundle", "bundle"), help="model bundle folder (SIMCLR_BUNDLE)"
-    )
-    p.add_argument("--store", default=_env("store", "store"), help="index folder (SIMCLR_STORE)")
-    p.add_argument("--address", default=_env("address", o.address), help="host:port to listen on")
-    p.add_argument(
-        "--collection", default=_env("collection", d.default_collection), help="default collection"
-    )
-    p.add_argument("--metric", default=_env("metric", d.metric), choices=["cosine", "ip", "l2"])
-    p.add_argument(
-        "--int8",
-        action="store_true",
-        default=_env("int8", False),
-        help="use the bundle's INT8 encoder",
-    )
-    p.add_argument("--device", default=_env("device", d.device), help="auto, cpu or cuda")
-    p.add_argument(
-        "--max-batch", type=int, default=_env("max_batch", d.max_batch), help="micro-batch size"
-    )
-    p.add_argument("--max-wait-ms", type=float, default=_env("max_wait_ms", d.max_wait_ms))
-    p.add_argument(
-        "--ort-threads",
-        type=int,
-        default=_env("ort_threads", d.ort_threads),
-        help="ONNX Runtime intra-op threads per model run",
-    )
-    p.add_argument(
-        "--encoder-streams",
-        type=int,
-        default=_env("encoder_streams", d.encoder_streams),
-        help="batches the encoder runs at once, each on --ort-threads threads",
-    )
-    p.add_argument(
-        "--encoder-lanes",
-        type=_lanes,
-        default=_env("encoder_lanes", d.encoder_lanes),  # a string: argparse checks it with _lanes
-        help="a backlog of more than --max-batch images is split over this many single-threaded"
-        " encoder runs side by side (clients that send many images per call); a smaller batch runs"
-        " on --ort-threads threads; auto: one per --ort-threads thread on the CPU, none on a GPU",
-    )
-    p.add_argument("--decode-threads", type=int, default=_env("decode_threads", d.decode_threads))
-    p.add_argument(
-        "--tie-break-margin",
-        type=float,
-        default=_env("tie_break_margin", d.tie_break_margin),
-        help="search by image: hits scoring within this of the best are ordered by thumbnail"
-        " likeness too, so the very copy beats a near-duplicate; 0 turns it off",
-    )
-    p.add_argument("--faiss-threads", type=int, default=_env("faiss_threads", d.faiss_threads))
-    p.add_argument(
-        "--denoise-ensemble",
-        type=_ensemble,
-        choices=["auto", 1, 2, 4, 8],
-        default=_ensemble(_env("denoise_ensemble", d.denoise_ensemble)),
-        help="Denoise: average this many rotated/flipped passes (more PSNR, proportionally slower);"
-        " auto: 4 for images up to half a megapixel, 1 above",
-    )
-    p.add_argument(
-        "--max-denoise-pixels",
-        type=int,
-        default=_env("max_denoise_pixels", d.max_denoise_pixels),
-    )
-    p.add_argument("--max-concurrent", type=int, default=_env("max_concurrent", o.max_concurrent))
-    p.add_argument(
-        "--max-image-bytes", type=int, default=_env("max_image_bytes", ImageLimits().max_bytes)
-    )
-    p.add_argument(
-        "--max-image-pixels", type=int, default=_env("max_image_pixels", ImageLimits().max_pixels)
-    )
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        default=_env("metrics_port", 9100),
-        help="Prometheus; 0 disables",
-    )
-    p.add_argument(
-        "--token", default=_env("token", ""), help="require this bearer token (SIMCLR_TOKEN)"
-    )
-    p.add_argument("--tls-cert", default=_env("tls_cert", ""))
-    p.add_argument("--tls-key", default=_env("tls_key", ""))
-    p.add_argument("--grace-seconds", type=float, default=_env("grace_seconds", o.grace_seconds))
-    p.add_argument("--log-format", default=_env("log_format", "text"), choices=["text", "json"])
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> tuple[ServiceConfig, ServerOptions]:
-    config = ServiceConfig(
-        bundle=Path(args.bundle),
-        store=Path(args.store),
-        default_collection=args.collection,
-        metric=args.metric,
-        int8=args.int8,
-        device=args.device,
-        max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
-        decode_threads=args.decode_threads,
-        ort_threads=args.ort_threads,
-        encoder_streams=args.encoder_streams,
-        encoder_lanes=args.encoder_lanes,
-        faiss_threads=args.faiss_threads,
-        denoise_ensemble=args.denoise_ensemble,
-        max_denoise_pixels=args.max_denoise_pixels,
-        tie_break_margin=args.tie_break_margin,
-        limits=ImageLimits(args.max_image_bytes, args.max_image_pixels),
-    )
-    options = ServerOptions(
-        args.address,
-        args.metrics_port,
-        args.token,
-        args.tls_cert,
-        args.tls_key,
-        args.max_concurrent,
-        args.grace_seconds,
-    )
-    return config, options
 
 
 async def serve_forever(config: ServiceConfig, options: ServerOptions) -> None:

@@ -33,7 +33,7 @@ BATCH_SIZE = Histogram(
 ENCODER_BUSY = Counter(
     "simclr_encoder_busy_seconds",
     "seconds the encoder spent running batches; its rate is the encoder's utilisation "
-    "(up to --encoder-streams)",
+    "(several with encoder lanes)",
 )
 QUEUE_DEPTH = Gauge("simclr_inference_queue_depth", "requests waiting for the micro-batcher")
 INDEX_SIZE = Gauge("simclr_index_items", "items in a collection", ["collection"])

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+
 from simclr_search.protos.simclr.v1 import search_pb2 as pb
 from simclr_search.protos.simclr.v1 import search_pb2_grpc as pb_grpc
 from simclr_search.serving.core.errors import BadRequest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from simclr_search.serving.core.errors import status_name
 
 

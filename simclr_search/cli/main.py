@@ -21,6 +21,7 @@ class Command:
     summary: str
     parser: str = "get_args_parser"
     main: str = "cli_main"
+    parser_module: str = ""  # where the parser lives, if not in ``module``
 
 
 COMMANDS: dict[str, Command] = {
@@ -48,7 +49,9 @@ COMMANDS: dict[str, Command] = {
         "train a denoiser (noisy image -> clean image) on your images",
     ),
     "serve": Command(
-        "simclr_search.serving.server.app", "serve embeddings and reverse image search over gRPC"
+        "simclr_search.serving.server.app",
+        "serve embeddings and reverse image search over gRPC",
+        parser_module="simclr_search.serving.server.settings",
     ),
     "index": Command(
         "simclr_search.serving.jobs.index_command",
@@ -114,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     command = COMMANDS[name]
     module = importlib.import_module(command.module)
-    parser = getattr(module, command.parser)(add_help=True)
+    parser_module = importlib.import_module(command.parser_module or command.module)
+    parser = getattr(parser_module, command.parser)(add_help=True)
     parser.prog = f"simclr {name}"
     args = parser.parse_args(rest)
     try:

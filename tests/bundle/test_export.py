@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from simclr_search.bundle.manifest import BundleError, load_manifest
 from simclr_search.bundle.preprocess import encoder_input
 from simclr_search.bundle.runtime import Encoder
@@ -150,3 +151,17 @@ def test_encoder_only_bundle_is_valid(bundle: Path, tmp_path: Path) -> None:
     assert manifest.has("encoder") and not manifest.has("encoder_int8")
     with pytest.raises(BundleError, match="has no decoder"):
         manifest.path("decoder")
+
+
+def test_the_typed_manifest_round_trips(bundle: Path, tmp_path: Path) -> None:
+    """A written manifest read back as a BundleSpec and written again says the same (the shipped
+    bundle's too), so the typed object loses nothing the export wrote."""
+    from simclr_search.bundle.manifest import BundleSpec, write_manifest
+
+    shipped = Path(__file__).resolve().parents[2] / "models" / "compact-cifar10"
+    for folder in (bundle, shipped):
+        data = load_manifest(folder).data
+        copy = tmp_path / folder.name
+        shutil.copytree(folder, copy)
+        write_manifest(copy, BundleSpec.from_dict(data))
+        assert load_manifest(copy).data == data

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+
 from simclr_search.training.onnx_storage import round_weights_to_fp16, store_weights_as_fp16
 
 

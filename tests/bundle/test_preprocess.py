@@ -7,8 +7,9 @@ import io
 
 import numpy as np
 import pytest
-import simclr_search.bundle.preprocess as preprocess
 from PIL import Image
+
+import simclr_search.bundle.preprocess as preprocess
 from simclr_search.bundle.preprocess import ImageDecodeError, decode_full, decode_square, normalize
 
 needs_simplejpeg = pytest.mark.skipif(

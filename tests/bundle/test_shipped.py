@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
 from simclr_search.bundle.manifest import load_manifest
 from simclr_search.bundle.preprocess import encoder_input
 from simclr_search.bundle.runtime import Decoder, Denoiser, Encoder

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from simclr_search.bundle.sources import _iter_archive, _iter_archive_tarfile
 from simclr_search.bundle.tar_reader import NotSimpleTar, iter_members, open_tar
 

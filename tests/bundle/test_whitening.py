@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
+
 from simclr_search.bundle.manifest import load_manifest
 from simclr_search.bundle.preprocess import encoder_input
 from simclr_search.bundle.runtime import Decoder, Encoder
@@ -23,7 +24,6 @@ from simclr_search.training.whitening import (
     fit_whitening,
     sample_embeddings,
 )
-
 from tests.conftest import make_library
 
 
@@ -172,33 +172,37 @@ def test_small_library_keeps_plain_h(tiny_bundle: tuple[Path, Path]) -> None:
 def test_whitened_bundle_serves_whitened_h_and_reconstructs_from_it(
     tiny_run: tuple[Path, Path], tmp_path: Path, method: str
 ) -> None:
-    from simclr_search.training.decoder_train import load_decoder, train_decoder
-    from simclr_search.training.export import export_bundle
+    from simclr_search.training.decoder_train import DecoderTrainConfig, load_decoder, train_decoder
+    from simclr_search.training.export import ExportConfig, export_bundle
 
     checkpoint, small = tiny_run
     library = make_library(tmp_path / "big", per_class=100, size=32, seed=5)  # 300 >= 4 x 64
     decoder = train_decoder(
-        str(checkpoint),
-        str(small),
-        str(tmp_path / "dec"),
-        epochs=1,
-        batch_size=16,
-        width=16,
-        device_name="cpu",
-        precision="fp32",
-        cache_dir=str(tmp_path / "c"),
-        progress=False,
+        DecoderTrainConfig(
+            str(checkpoint),
+            str(small),
+            str(tmp_path / "dec"),
+            epochs=1,
+            batch_size=16,
+            width=16,
+            device="cpu",
+            precision="fp32",
+            cache_dir=str(tmp_path / "c"),
+            progress=False,
+        )
     )["decoder"]
     bundle = tmp_path / "bundle"
     report = export_bundle(
-        str(checkpoint),
-        str(bundle),
-        str(library),
-        int8=True,
-        calibration_count=32,
-        decoder=decoder,
-        progress=False,
-        whitening_method=method,
+        ExportConfig(
+            str(checkpoint),
+            str(bundle),
+            str(library),
+            int8=True,
+            calibration_count=32,
+            decoder=decoder,
+            progress=False,
+            whitening=method,
+        )
     )
     assert report["decoder_parity"]["max_abs_diff"] <= 1e-4
     manifest = load_manifest(bundle)

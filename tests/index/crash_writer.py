@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from simclr_search.index.collection import CollectionConfig
 from simclr_search.index.errors import StorageFailure
 from simclr_search.index.metadata import NewItem

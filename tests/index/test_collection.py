@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from simclr_search.index.collection import MAX_K, CollectionConfig
 from simclr_search.index.errors import AlreadyExists, IncompatibleSpace, InvalidArgument, NotFound
 from simclr_search.index.metadata import NewItem

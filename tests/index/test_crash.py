@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from simclr_search.index.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]

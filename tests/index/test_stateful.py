@@ -11,6 +11,7 @@ import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
 from simclr_search.index.collection import CollectionConfig
 from simclr_search.index.errors import InvalidArgument, NotFound
 from simclr_search.index.metadata import NewItem

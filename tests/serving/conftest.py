@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from simclr_search.serving.core.service import ServiceConfig
-from simclr_search.serving.server.app import RunningServer, ServerOptions, start_server
+from simclr_search.serving.server.app import RunningServer, start_server
+from simclr_search.serving.server.settings import ServerOptions
 
 
 class ServerThread:
@@ -47,7 +49,10 @@ def server(
 ) -> Iterator[tuple[RunningServer, str]]:
     bundle, _ = tiny_bundle
     running = loop_thread.run(
-        start_server(make_config(bundle, tmp_path / "store"), ServerOptions(address="127.0.0.1:0"))
+        start_server(
+            make_config(bundle, tmp_path / "store"),
+            ServerOptions(address="127.0.0.1:0", metrics_port=0),
+        )
     )
     yield running, f"127.0.0.1:{running.port}"
     loop_thread.run(running.stop())

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+
 from simclr_search.serving.core.batcher import MicroBatcher
 
 

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+
 from simclr_search.serving.core.batcher import MicroBatcher
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from simclr_search.training.image_metrics import psnr, ssim
 from simclr_search.training.models.decoder import Decoder
 
@@ -53,38 +54,42 @@ def test_short_training_lowers_the_loss_and_reconstructs_through_the_server(
     tiny_run, tmp_path: Path, loop_thread
 ) -> None:
     from simclr_search.serving.client import Client
-    from simclr_search.serving.server.app import ServerOptions, start_server
-    from simclr_search.training.decoder_train import train_decoder
-    from simclr_search.training.export import export_bundle
-
+    from simclr_search.serving.server.app import start_server
+    from simclr_search.serving.server.settings import ServerOptions
+    from simclr_search.training.decoder_train import DecoderTrainConfig, train_decoder
+    from simclr_search.training.export import ExportConfig, export_bundle
     from tests.serving.conftest import make_config
 
     checkpoint, library = tiny_run
     summary = train_decoder(
-        str(checkpoint),
-        str(library),
-        str(tmp_path / "dec"),
-        epochs=12,
-        batch_size=16,
-        lr=3e-3,
-        width=16,
-        device_name="cpu",
-        precision="fp32",
-        cache_dir=str(tmp_path / "c"),
-        progress=False,
+        DecoderTrainConfig(
+            str(checkpoint),
+            str(library),
+            str(tmp_path / "dec"),
+            epochs=12,
+            batch_size=16,
+            lr=3e-3,
+            width=16,
+            device="cpu",
+            precision="fp32",
+            cache_dir=str(tmp_path / "c"),
+            progress=False,
+        )
     )
     assert summary["final_loss"] < summary["first_loss"] - 0.05, summary
     assert summary["psnr_db"] > 10 and 0 < summary["ssim"] <= 1
     assert Path(summary["grid"]).exists()
 
     report = export_bundle(
-        str(checkpoint), str(tmp_path / "bundle"), str(library), decoder=summary["decoder"]
+        ExportConfig(
+            str(checkpoint), str(tmp_path / "bundle"), str(library), decoder=summary["decoder"]
+        )
     )
     assert report["decoder_parity"]["max_abs_diff"] <= 1e-4
     running = loop_thread.run(
         start_server(
             make_config(tmp_path / "bundle", tmp_path / "store"),
-            ServerOptions(address="127.0.0.1:0"),
+            ServerOptions(address="127.0.0.1:0", metrics_port=0),
         )
     )
     try:

@@ -16,24 +16,28 @@ from tests.conftest import make_library
 
 @pytest.fixture(scope="module")
 def denoiser_bundle(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from simclr_search.training.denoiser_train import train_denoiser
-    from simclr_search.training.export import export_bundle
+    from simclr_search.training.denoiser_train import DenoiserTrainConfig, train_denoiser
+    from simclr_search.training.export import ExportConfig, export_bundle
 
     checkpoint, library = tiny_run
     root = tmp_path_factory.mktemp("denoiser-bundle")
     summary = train_denoiser(
-        str(library),
-        str(root / "run"),
-        steps=20,
-        batch_size=8,
-        widths=(8, 16, 32),
-        device_name="cpu",
-        precision="fp32",
-        cache_dir=str(root / "cache"),
-        progress=False,
+        DenoiserTrainConfig(
+            str(library),
+            str(root / "run"),
+            steps=20,
+            batch_size=8,
+            widths=(8, 16, 32),
+            device="cpu",
+            precision="fp32",
+            cache_dir=str(root / "cache"),
+            progress=False,
+        )
     )
     report = export_bundle(
-        str(checkpoint), str(root / "bundle"), str(library), denoiser=summary["denoiser"]
+        ExportConfig(
+            str(checkpoint), str(root / "bundle"), str(library), denoiser=summary["denoiser"]
+        )
     )
     parity = report["denoiser_parity"]
     assert parity["max_abs_diff"] <= 1e-4 and parity["min_cosine"] >= 0.99999, parity
@@ -46,13 +50,15 @@ def test_export_carries_a_denoiser_over_from_another_bundle(
 ) -> None:
     """A new encoder keeps the last bundle's denoiser, byte for byte, without its checkpoint."""
     from simclr_search.bundle.manifest import load_manifest
-    from simclr_search.training.export import export_bundle
+    from simclr_search.training.export import ExportConfig, export_bundle
 
     source, library = denoiser_bundle
     checkpoint, _ = tiny_run
     out = tmp_path / "next"
     export_bundle(
-        str(checkpoint), str(out), str(library), whiten_images=0, denoiser_from=str(source)
+        ExportConfig(
+            str(checkpoint), str(out), str(library), whiten_images=0, denoiser_from=str(source)
+        )
     )
     manifest = load_manifest(out)  # checksums verified
     assert (out / "denoiser.onnx").read_bytes() == (source / "denoiser.onnx").read_bytes()
@@ -61,19 +67,23 @@ def test_export_carries_a_denoiser_over_from_another_bundle(
     assert entry["carried_from"] == f"simclr version {before['model']['version']}"
     with pytest.raises(ValueError, match="not both"):
         export_bundle(
-            str(checkpoint),
-            str(tmp_path / "x"),
-            str(library),
-            denoiser="d.pt",
-            denoiser_from=str(source),
+            ExportConfig(
+                str(checkpoint),
+                str(tmp_path / "x"),
+                str(library),
+                denoiser="d.pt",
+                denoiser_from=str(source),
+            )
         )
     with pytest.raises(ValueError, match="no denoiser to carry"):
         export_bundle(
-            str(checkpoint),
-            str(tmp_path / "y"),
-            str(library),
-            whiten_images=0,
-            denoiser_from=str(tiny_bundle[0]),
+            ExportConfig(
+                str(checkpoint),
+                str(tmp_path / "y"),
+                str(library),
+                whiten_images=0,
+                denoiser_from=str(tiny_bundle[0]),
+            )
         )
     assert not (tmp_path / "y").exists()  # refused before anything was written
 
@@ -124,15 +134,15 @@ def test_bundle_runtime_denoises_any_size_and_matches_pytorch(
 @pytest.mark.slow
 def test_denoise_rpc(denoiser_bundle, tmp_path: Path, loop_thread) -> None:
     from simclr_search.serving.client import Client
-    from simclr_search.serving.server.app import ServerOptions, start_server
-
+    from simclr_search.serving.server.app import start_server
+    from simclr_search.serving.server.settings import ServerOptions
     from tests.serving.conftest import make_config
 
     bundle, _ = denoiser_bundle
     running = loop_thread.run(
         start_server(
             make_config(bundle, tmp_path / "store", max_denoise_pixels=6000),
-            ServerOptions(address="127.0.0.1:0"),
+            ServerOptions(address="127.0.0.1:0", metrics_port=0),
         )
     )
     try:

@@ -7,9 +7,9 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+
 from simclr_search.bundle.sources import iter_image_bytes
 from simclr_search.serving.core.service import SearchService
-
 from tests.serving.conftest import make_config
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from simclr_search.serving.client import Client
 from simclr_search.serving.jobs.indexer import bulk_config, index_local, index_remote
-
 from tests.serving.conftest import make_config
 
 ROOT = Path(__file__).resolve().parents[2]

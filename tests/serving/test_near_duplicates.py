@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
+
 from simclr_search.bundle.manifest import load_manifest
 from simclr_search.bundle.sources import iter_image_bytes
 from simclr_search.index.store import Store
@@ -15,8 +16,8 @@ from simclr_search.protos.simclr.v1 import search_pb2 as pb
 from simclr_search.serving.client import Client
 from simclr_search.serving.core.images import ImageLimits, decode_for_model
 from simclr_search.serving.core.tie_break import signatures
-from simclr_search.serving.server.app import ServerOptions, start_server
-
+from simclr_search.serving.server.app import start_server
+from simclr_search.serving.server.settings import ServerOptions
 from tests.conftest import cifar_archive
 from tests.serving.conftest import make_config
 
@@ -46,7 +47,9 @@ def test_a_blurred_copy_finds_its_original_before_the_near_duplicate(
         if len(images) == len(wanted):
             break
     config = make_config(SHIPPED, tmp_path / "store")
-    running = loop_thread.run(start_server(config, ServerOptions(address="127.0.0.1:0")))
+    running = loop_thread.run(
+        start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0))
+    )
     try:
         with Client(f"127.0.0.1:{running.port}") as client:
             client.upsert_images(sorted(images.items()))
@@ -60,7 +63,9 @@ def test_a_blurred_copy_finds_its_original_before_the_near_duplicate(
     finally:
         loop_thread.run(running.stop())
     off = make_config(SHIPPED, tmp_path / "store", tie_break_margin=0.0)
-    running = loop_thread.run(start_server(off, ServerOptions(address="127.0.0.1:0")))
+    running = loop_thread.run(
+        start_server(off, ServerOptions(address="127.0.0.1:0", metrics_port=0))
+    )
     try:
         with Client(f"127.0.0.1:{running.port}") as client:
             assert client.search(image=_blurred(images["0436"]), k=1)[0].id == "0529"
@@ -74,7 +79,9 @@ def test_every_write_path_stores_the_thumbnail_and_it_survives_a_restart(
     bundle, library = tiny_bundle
     payloads = [data for _, data in iter_image_bytes(library)][:6]
     config = make_config(bundle, tmp_path / "store")
-    running = loop_thread.run(start_server(config, ServerOptions(address="127.0.0.1:0")))
+    running = loop_thread.run(
+        start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0))
+    )
     try:
         with Client(f"127.0.0.1:{running.port}") as client:
             client.upsert_images([("up0", payloads[0]), ("up1", payloads[1])])
@@ -113,7 +120,9 @@ def test_indexing_again_gives_a_store_from_before_thumbnails_its_thumbnails(
     config = make_config(bundle, tmp_path / "store")
 
     def index_all() -> list[int]:
-        running = loop_thread.run(start_server(config, ServerOptions(address="127.0.0.1:0")))
+        running = loop_thread.run(
+            start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0))
+        )
         try:
             with Client(f"127.0.0.1:{running.port}") as client:
                 return [r.status for r in client.index_images(items)]

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
+
 from simclr_search.bundle.sources import iter_image_bytes
 from simclr_search.protos.simclr.v1 import search_pb2 as pb
 from simclr_search.protos.simclr.v1 import search_pb2_grpc as pb_grpc
 from simclr_search.serving.client import AsyncClient, Client
-from simclr_search.serving.server.app import ServerOptions, create_server, start_server
-
+from simclr_search.serving.server.app import create_server, start_server
+from simclr_search.serving.server.settings import ServerOptions
 from tests.serving.conftest import make_config
 
 
@@ -242,7 +243,7 @@ def test_auth_on_and_off(tiny_bundle, tmp_path: Path, loop_thread) -> None:
     running = loop_thread.run(
         start_server(
             make_config(bundle, tmp_path / "store"),
-            ServerOptions(address="127.0.0.1:0", token="s3cret"),
+            ServerOptions(address="127.0.0.1:0", metrics_port=0, token="s3cret"),
         )
     )
     address = f"127.0.0.1:{running.port}"
@@ -269,7 +270,10 @@ def test_auth_on_and_off(tiny_bundle, tmp_path: Path, loop_thread) -> None:
 def test_health_transitions(tiny_bundle, tmp_path: Path, loop_thread) -> None:
     bundle, _ = tiny_bundle
     running = loop_thread.run(
-        create_server(make_config(bundle, tmp_path / "store"), ServerOptions(address="127.0.0.1:0"))
+        create_server(
+            make_config(bundle, tmp_path / "store"),
+            ServerOptions(address="127.0.0.1:0", metrics_port=0),
+        )
     )
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     health = health_pb2_grpc.HealthStub(channel)
@@ -297,7 +301,7 @@ def test_missing_bundle_never_serves(tmp_path: Path, loop_thread) -> None:
         loop_thread.run(
             start_server(
                 make_config(tmp_path / "no-bundle", tmp_path / "store"),
-                ServerOptions(address="127.0.0.1:0"),
+                ServerOptions(address="127.0.0.1:0", metrics_port=0),
             )
         )
 
@@ -306,11 +310,15 @@ def test_restart_keeps_the_index(tiny_bundle, tmp_path: Path, loop_thread) -> No
     bundle, library = tiny_bundle
     images = _images(library)
     config = make_config(bundle, tmp_path / "store")
-    running = loop_thread.run(start_server(config, ServerOptions(address="127.0.0.1:0")))
+    running = loop_thread.run(
+        start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0))
+    )
     with Client(f"127.0.0.1:{running.port}") as client:
         client.upsert_images([(f"img{i}", data) for i, data in enumerate(images[:10])])
     loop_thread.run(running.stop())
-    running = loop_thread.run(start_server(config, ServerOptions(address="127.0.0.1:0")))
+    running = loop_thread.run(
+        start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0))
+    )
     try:
         with Client(f"127.0.0.1:{running.port}") as client:
             assert client.info().collections[0].count == 10
@@ -324,12 +332,15 @@ def test_a_store_refuses_another_models_bundle(tiny_bundle, tmp_path: Path, loop
     import shutil
 
     import onnx
-    from simclr_search.bundle.manifest import load_manifest, write_manifest
+
+    from simclr_search.bundle.manifest import BundleSpec, load_manifest, write_manifest
     from simclr_search.index.errors import IncompatibleSpace
 
     bundle, library = tiny_bundle
     config = make_config(bundle, tmp_path / "store")
-    running = loop_thread.run(start_server(config, ServerOptions(address="127.0.0.1:0")))
+    running = loop_thread.run(
+        start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0))
+    )
     with Client(f"127.0.0.1:{running.port}") as client:
         client.upsert_images([("img0", _images(library)[0])])
     loop_thread.run(running.stop())
@@ -339,13 +350,18 @@ def test_a_store_refuses_another_models_bundle(tiny_bundle, tmp_path: Path, loop
     encoder.doc_string = "retrained"  # another file: another encoder as far as anyone can tell
     onnx.save(encoder, str(other / "encoder.onnx"))
     data = load_manifest(other, verify_checksums=False).data
-    write_manifest(other, data)
+    write_manifest(other, BundleSpec.from_dict(data))
     new = load_manifest(other).embedding_space
     with pytest.raises(IncompatibleSpace, match=f"holds vectors of .*, not of '{new}'"):
         loop_thread.run(
-            start_server(make_config(other, config.store), ServerOptions(address="127.0.0.1:0"))
+            start_server(
+                make_config(other, config.store),
+                ServerOptions(address="127.0.0.1:0", metrics_port=0),
+            )
         )
-    running = loop_thread.run(start_server(config, ServerOptions(address="127.0.0.1:0")))
+    running = loop_thread.run(
+        start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0))
+    )
     try:  # the original bundle still serves the store, which lost nothing
         with Client(f"127.0.0.1:{running.port}") as client:
             assert client.info().collections[0].count == 1
@@ -391,7 +407,7 @@ def test_concurrency_limit_is_resource_exhausted(tiny_bundle, tmp_path: Path, lo
     running = loop_thread.run(
         start_server(
             make_config(bundle, tmp_path / "store"),
-            ServerOptions(address="127.0.0.1:0", max_concurrent=1),
+            ServerOptions(address="127.0.0.1:0", metrics_port=0, max_concurrent=1),
         )
     )
     release = threading.Event()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from simclr_search.serving.server.app import config_from_args, get_args_parser
+
+from simclr_search.serving.server.settings import config_from_args, get_args_parser
 
 
 def _config(argv: list[str]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+
 from simclr_search.serving.core.tie_break import (
     SAME_IMAGE_MARGIN,
     SAME_IMAGE_SIMILARITY,

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
 from simclr_search.bundle.preprocess import ImageDecodeError, decode_square
 from simclr_search.bundle.sources import iter_image_bytes
 from simclr_search.training.data.batches import BatchReader, steps_per_epoch
 from simclr_search.training.data.library import build_library
-
 from tests.conftest import cifar_archive, make_library
 
 

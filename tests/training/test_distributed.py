@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
 from simclr_search.training.loss import NTXentLoss
 
 WORLD = 2
@@ -92,12 +93,9 @@ def test_torchrun_trains_with_two_processes(image_library: Path, tmp_path: Path)
         "1",
         "--precision",
         "fp32",
-        "--progress",
-        "false",
-        "--tensorboard",
-        "false",
+        "--no-progress",
+        "--no-tensorboard",
         "--sync-bn",
-        "true",
         "--threads",
         "1",
     ]

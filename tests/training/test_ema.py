@@ -1,7 +1,8 @@
 import pytest
 import torch
-from simclr_search.training.ema import WeightAverage
 from torch import nn
+
+from simclr_search.training.ema import WeightAverage
 
 
 def test_weight_average_follows_the_running_mean_and_copies_counters() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from simclr_search.training.evaluate import knn_accuracy, knn_predict
 from simclr_search.training.linear_probe import fit_linear
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+
 from simclr_search.training.models.encoders import CompactEncoder
 from simclr_search.training.models.im2col_conv import (
     IM2COL_MAX_OUTPUT_PIXELS,
@@ -12,7 +14,6 @@ from simclr_search.training.models.im2col_conv import (
     im2col_weight_grad,
     prefers_im2col,
 )
-from torch import nn
 
 
 def _pair(cin: int, cout: int, stride: int, dtype=torch.float64) -> tuple[Im2colConv2d, nn.Conv2d]:

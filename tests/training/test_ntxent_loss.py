@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from simclr_search.training.loss import NTXentLoss
 
 

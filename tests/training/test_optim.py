@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+from torch import nn
+
 from simclr_search.training.optim import (
     LARS,
     build_optimizer,
@@ -14,7 +16,6 @@ from simclr_search.training.optim import (
     scaled_lr,
     warmup_cosine,
 )
-from torch import nn
 
 
 def _model() -> nn.Module:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from simclr_search.training.time_budget import BudgetReplanner, evaluations, probe_steps
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from simclr_search.training.augment import AugmentConfig, SimCLRAugment
 from simclr_search.training.checkpoint import load_checkpoint
 from simclr_search.training.config import TrainConfig, load_config_file
@@ -16,7 +17,6 @@ from simclr_search.training.data.library import build_library
 from simclr_search.training.loss import NTXentLoss
 from simclr_search.training.models.simclr import build_model, model_from_checkpoint
 from simclr_search.training.train import config_from_args, get_args_parser, run
-
 from tests.conftest import make_library
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from simclr_search.training.data.library import ImageLibrary
 
 

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
+
 from simclr_search.bundle.preprocess import ImageDecodeError, decode_square
 from simclr_search.bundle.sources import ImageRecord, iter_image_bytes, list_source_files
-from tqdm import tqdm
 
 DECODER_VERSION = 1
 

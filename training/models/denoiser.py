@@ -11,10 +11,10 @@ RGB input, the level ``sigma / 255`` and a "known" flag; training shows the leve
 0.5, so one network works blind over sigma 0-55 and uses the level when the caller gives it.
 The network predicts the noise and subtracts it (residual learning, DnCNN, Zhang et al. 2017).
 
-The down path has the same shape as the compact SimCLR encoder (stem at full resolution, then
-stride-2 residual stages), so it can start from a trained encoder's weights
-(:func:`init_from_encoder`); ``benchmarks/bench_denoise.py --compare-init`` measures whether that
-helps. The up path: 2x2 transposed conv, concatenate the skip, two 3x3 convs.
+The down path has the compact SimCLR encoder's shape (stem at full resolution, then stride-2
+residual stages) but its own weights: contrastive features are trained to ignore the colour, noise
+and exact pixels a denoiser must keep (docs/experiments.md). The up path: 2x2 transposed conv,
+concatenate the skip, two 3x3 convs.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import itertools
 
 import torch
 import torch.nn.functional as F
-from simclr_search.training.models.encoders import _conv_bn, _ResidualStage
 from torch import nn
+
+from simclr_search.training.models.encoders import _conv_bn, _ResidualStage
 
 # CIFAR-10 statistics: a fixed input scaling, not tied to any data set at inference time.
 DEFAULT_MEAN = (0.4914, 0.4822, 0.4465)
@@ -106,35 +107,3 @@ class Denoiser(nn.Module):
             feats = up(feats, skips.pop())
         out = x - self.head(feats) * self.std
         return out[:, :, :height, :width]
-
-
-def init_from_encoder(denoiser: Denoiser, encoder: nn.Module) -> int:
-    """Copy a compact SimCLR encoder's stem and stages into the denoiser's down path.
-
-    The encoder's stem takes 3 channels; the denoiser's takes 3 + 2 condition planes, whose new
-    input weights start at zero. Returns the number of tensors copied.
-    Raises ValueError when the widths differ (the encoder must be ``compact`` with the same widths).
-    """
-    if not hasattr(encoder, "stages") or len(encoder.stages) != len(denoiser.stages):
-        raise ValueError("init from an encoder needs a compact encoder with as many stages")
-    copied = 0
-    own = dict(denoiser.stem.named_parameters()) | dict(denoiser.stem.named_buffers())
-    theirs = dict(encoder.stem.named_parameters()) | dict(encoder.stem.named_buffers())
-    for name, value in theirs.items():
-        target = own[name]
-        if name == "0.weight":  # first conv: (out, 3, 3, 3) into (out, 5, 3, 3)
-            if target.shape[0] != value.shape[0]:
-                raise ValueError(f"stem width {target.shape[0]} != encoder's {value.shape[0]}")
-            with torch.no_grad():
-                target.zero_()
-                target[:, :3] = value
-        else:
-            target.data.copy_(value)
-        copied += 1
-    for mine, other in zip(denoiser.stages, encoder.stages, strict=True):
-        try:
-            mine.load_state_dict(other.state_dict())
-        except RuntimeError as exc:
-            raise ValueError(f"encoder stage does not fit the denoiser's widths: {exc}") from exc
-        copied += len(other.state_dict())
-    return copied

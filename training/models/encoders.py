@@ -19,8 +19,9 @@ import itertools
 
 import torch
 import torchvision
-from simclr_search.training.models.im2col_conv import Im2colConv2d
 from torch import nn
+
+from simclr_search.training.models.im2col_conv import Im2colConv2d
 
 ENCODERS = ("compact", "resnet18", "resnet34", "resnet50")
 

@@ -9,8 +9,9 @@ Naming follows timm: ``forward_features`` gives h, ``forward_head`` gives z, or 
 from __future__ import annotations
 
 import torch
-from simclr_search.training.models.encoders import build_encoder
 from torch import nn
+
+from simclr_search.training.models.encoders import build_encoder
 
 
 class ProjectionHead(nn.Module):
