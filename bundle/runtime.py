@@ -64,8 +64,7 @@ def session(
     options.intra_op_num_threads = intra_threads
     options.inter_op_num_threads = 1
     # ONNX Runtime's intra-op threads spin-wait between runs by default, burning the cores that a
-    # server's event loop and decode threads need between micro-batches: with spinning off, 32
-    # single-image gRPC clients get 1,185 instead of 1,042 images/s here (2 cores).
+    # server's event loop and decode threads need between micro-batches.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     levels = {
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -141,17 +140,18 @@ class Decoder:
         return self.session.run(None, {self.input_name: h})[0]
 
 
-# Self-ensembles (geometric: rotations by 90 degrees, then flips): (quarter turns, mirror) pairs.
-# Measured on Kodak24 at sigma 25 (benchmarks/bench_denoise.py): each doubling of the work buys less.
+# Self-ensembles (geometric: rotations by 90 degrees, then flips; Timofte et al. 2016, "Seven ways
+# to improve example-based single image super resolution"): (quarter turns, mirror) pairs. Each
+# doubling of the work buys less (benchmarks/bench_denoise.py).
 ENSEMBLES = {
     1: ((0, False),),
     2: ((0, False), (0, True)),
     4: ((0, False), (1, False), (2, False), (3, False)),
     8: tuple((turns, flip) for flip in (False, True) for turns in range(4)),
 }
-#: ``ensemble="auto"``: the 4-pass ensemble for images up to this many pixels (~0.9 s at 500 x 500 on
-#: this project's 2 cores: Kodak24 sigma 25 31.77 instead of 31.64 dB, where CBM3D takes 11-17 s),
-#: one pass above it, so a large photo does not take four times as long.
+#: ``ensemble="auto"``: the 4-pass ensemble for images up to this many pixels, where four passes
+#: still take about a second on two cores; one pass above it, so a large photo does not take four
+#: times as long.
 AUTO_ENSEMBLE_PIXELS = 512 * 1024
 
 

@@ -8,12 +8,10 @@ that ramp linearly across each overlap: no seams, and away from the overlaps eac
 exactly the tile's. Memory is bounded by the tile size plus the output image.
 
 ``border`` mirrors the image outward by that many pixels before the model sees it and crops the
-result back (a bundle's manifest may ask for it). Measured with the shipped denoiser at sigma 25,
-blind (``benchmarks/bench_denoise_border.py``, 16 px): whole Kodak24 images (500 x 500) 31.628 ->
-31.649 dB, but smaller images lose: 200 CIFAR-10 test images 29.362 -> 29.217, the top-left 64 /
-128 / 256 / 384 px of Kodak24 images -0.12 / -0.06 / -0.02 / -0.01 dB (the network learned image
-edges from 32 px training images with zero padding). The shipped denoiser serves CIFAR-sized
-images, so :data:`BORDER`, the default, is 0; ``simclr export --denoise-border 16`` suits photos.
+result back (a bundle's manifest may ask for it). It helps whole photos a little and costs small
+images, because the network learned image edges from 32 px training images with zero padding
+(``benchmarks/bench_denoise_border.py``); the shipped denoiser serves CIFAR-sized images, so
+:data:`BORDER`, the default, is 0.
 """
 
 from __future__ import annotations

@@ -67,6 +67,12 @@ COMMANDS = [
     "simclr_search.training.denoiser_train:get_args_parser",
     "simclr_search.training.decoder_train:get_args_parser",
     "simclr_search.training.export:get_args_parser",
+    "simclr_search.training.knn_eval:get_args_parser",
+    "simclr_search.training.linear_probe:get_args_parser",
+    "simclr_search.serving.jobs.index_command:index_parser",
+    "simclr_search.serving.client.commands:search_parser",
+    "simclr_search.serving.client.commands:embed_parser",
+    "simclr_search.serving.client.commands:denoise_parser",
 ]
 
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 
 import torch
 
+from simclr_search.settings import add_arguments, from_args, setting
 from simclr_search.training.checkpoint import load_checkpoint
 from simclr_search.training.config import cache_size_for
 from simclr_search.training.data.library import ImageLibrary, build_library
@@ -18,49 +20,43 @@ from simclr_search.training.models.simclr import model_from_checkpoint
 from simclr_search.training.precision import PRECISIONS, resolve_precision, select_device
 
 
+@dataclass
+class EvalData:
+    """A checkpoint and the labelled images it is evaluated on (shared with the linear probe)."""
+
+    checkpoint: str = setting(help="trained encoder checkpoint (simclr train)")
+    train: str = setting(help="labelled memory bank / training images (class sub-folders)")
+    test: str = setting(help="labelled images to classify")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N")
+    precision: str = setting("auto", "bf16 where the device has it", choices=PRECISIONS)
+    cache_dir: str = setting("", "decoded-image cache (default ~/.cache/simclr-search)")
+
+
+@dataclass
+class KnnConfig(EvalData):
+    k: int = setting(200, "neighbours that vote")
+    temperature: float = setting(0.1, "vote weight exp(cosine / T)")
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="kNN evaluation of a checkpoint", add_help=add_help)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument(
-        "--train", required=True, help="labelled memory bank (class sub-folders or archive)"
-    )
-    p.add_argument("--test", required=True, help="labelled images to classify")
-    p.add_argument("--k", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.1)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
-    p.add_argument("--cache-dir", default="")
+    add_arguments(p, KnnConfig)
     return p
 
 
-def knn_top1(
-    checkpoint: str,
-    train: str,
-    test: str,
-    k: int = 200,
-    temperature: float = 0.1,
-    device_name: str = "auto",
-    precision: str = "auto",
-    cache_dir: str | None = None,
-) -> float:
-    (train_x, test_x), (bank, queries) = labelled_features(
-        checkpoint, (train, test), device_name, precision, cache_dir
-    )
-    return knn_accuracy(train_x, bank.labels, test_x, queries.labels, k, temperature)
+def knn_top1(cfg: KnnConfig) -> float:
+    (train_x, test_x), (bank, queries) = labelled_features(cfg)
+    return knn_accuracy(train_x, bank.labels, test_x, queries.labels, cfg.k, cfg.temperature)
 
 
-def labelled_features(
-    checkpoint: str,
-    sources: tuple[str, str],
-    device_name: str,
-    precision: str,
-    cache_dir: str | None,
-) -> tuple[list[torch.Tensor], list[ImageLibrary]]:
-    """h of every image of a labelled train and test set, with the checkpoint's own preprocessing."""
-    state = load_checkpoint(checkpoint)
+def labelled_features(data: EvalData) -> tuple[list[torch.Tensor], list[ImageLibrary]]:
+    """h of every image of the labelled train and test sets, with the checkpoint's own
+    preprocessing."""
+    state = load_checkpoint(data.checkpoint)
     facts = state["preprocessing"]
-    device = select_device(device_name)
-    precision = resolve_precision(device, precision)
+    device = select_device(data.device)
+    precision = resolve_precision(device, data.precision)
+    sources, cache_dir = (data.train, data.test), data.cache_dir or None
     model = model_from_checkpoint(state).to(device)
     size = int(facts["input_size"])
     libs = [build_library(source, cache_size_for(size), cache_dir) for source in sources]
@@ -79,15 +75,6 @@ def labelled_features(
 
 
 def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    top1 = knn_top1(
-        args.checkpoint,
-        args.train,
-        args.test,
-        args.k,
-        args.temperature,
-        args.device,
-        args.precision,
-        args.cache_dir or None,
-    )
-    print(json.dumps({"knn_top1": top1, "k": args.k, "temperature": args.temperature}))
+    cfg = from_args(KnnConfig, args)
+    print(json.dumps({"knn_top1": knn_top1(cfg), "k": cfg.k, "temperature": cfg.temperature}))
     return 0

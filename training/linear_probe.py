@@ -11,30 +11,28 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from simclr_search.training.knn_eval import labelled_features
-from simclr_search.training.precision import PRECISIONS
+from simclr_search.settings import add_arguments, from_args, setting
+from simclr_search.training.knn_eval import EvalData, labelled_features
+
+
+@dataclass
+class LinearProbeConfig(EvalData):
+    epochs: int = setting(100, "passes over the training features")
+    lr: float = setting(1e-2, "peak learning rate (AdamW, cosine)")
+    weight_decay: float = setting(1e-4, "weight decay")
+    batch_size: int = setting(1024, "features per step")
+    seed: int = setting(0, "seed of the batches and initialisation")
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="linear probe on frozen features", add_help=add_help)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument(
-        "--train", required=True, help="labelled training images (class sub-folders or archive)"
-    )
-    p.add_argument("--test", required=True, help="labelled test images")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
-    p.add_argument("--cache-dir", default="")
+    add_arguments(p, LinearProbeConfig)
     return p
 
 
@@ -67,25 +65,20 @@ def fit_linear(
     return head
 
 
-def linear_probe(
-    checkpoint: str,
-    train: str,
-    test: str,
-    epochs: int = 100,
-    lr: float = 1e-2,
-    weight_decay: float = 1e-4,
-    batch_size: int = 1024,
-    seed: int = 0,
-    device_name: str = "auto",
-    precision: str = "auto",
-    cache_dir: str | None = None,
-) -> dict[str, float]:
-    feats, libs = labelled_features(checkpoint, (train, test), device_name, precision, cache_dir)
+def linear_probe(cfg: LinearProbeConfig) -> dict[str, float]:
+    feats, libs = labelled_features(cfg)
     mean, std = feats[0].mean(0), feats[0].std(0) + 1e-6
     train_x, test_x = (feats[0] - mean) / std, (feats[1] - mean) / std
     train_y = torch.as_tensor(libs[0].labels)
     head = fit_linear(
-        train_x, train_y, len(libs[0].classes), epochs, lr, weight_decay, batch_size, seed
+        train_x,
+        train_y,
+        len(libs[0].classes),
+        cfg.epochs,
+        cfg.lr,
+        cfg.weight_decay,
+        cfg.batch_size,
+        cfg.seed,
     )
     with torch.no_grad():
         train_acc = float((head(train_x).argmax(1) == train_y).float().mean())
@@ -94,18 +87,5 @@ def linear_probe(
 
 
 def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    result = linear_probe(
-        args.checkpoint,
-        args.train,
-        args.test,
-        args.epochs,
-        args.lr,
-        args.weight_decay,
-        args.batch_size,
-        args.seed,
-        args.device,
-        args.precision,
-        args.cache_dir or None,
-    )
-    print(json.dumps(result))
+    print(json.dumps(linear_probe(from_args(LinearProbeConfig, args))))
     return 0

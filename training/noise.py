@@ -32,10 +32,9 @@ def mosaic(clean: torch.Tensor, tiles: int) -> torch.Tensor:
     """Lay ``tiles x tiles`` images side by side: ``(B, 3, H, W)`` -> ``(B // tiles**2, 3, tiles*H, tiles*W)``.
 
     Why: on 32 px thumbnails every pixel is within 16 px of the zero-padded edge, so the network
-    never learns how a pixel far from any edge behaves. Without noise it got that wrong: on clean
-    photos it left a ~16 px frame right and tinted everything inside it (``bench_denoise.py``:
-    clean CBSD68 in, 23.33 dB out). A mosaic gives interior pixels; its seams are just edges, in input and target
-    alike. Leftover images (``B`` not a multiple of ``tiles**2``) are dropped.
+    never learns how a pixel far from any edge behaves, and on clean photos it tinted everything
+    more than ~16 px inside (docs/experiments.md). A mosaic gives interior pixels; its seams are
+    just edges, in input and target alike. Leftover images (``B`` not a multiple of ``tiles**2``) are dropped.
     """
     if tiles < 1:
         raise ValueError(f"mosaic tiles must be >= 1, got {tiles}")

@@ -1,8 +1,8 @@
 """Device selection and mixed precision.
 
 ``auto`` picks CUDA when present. Precision ``auto`` picks bf16 wherever it is fast: CUDA GPUs with
-bf16 support, and CPUs with AVX-512 BF16 or AMX (measured on this project's 2-core CPU: ResNet-18
-trains 2.7x faster in bf16 + channels-last than in fp32, ``benchmarks/bench_throughput.py``).
+bf16 support, and CPUs with AVX-512 BF16 or AMX, whose bf16 matrix units have about twice the fp32
+throughput (``benchmarks/bench_throughput.py`` compares the two; docs/benchmarks.md).
 fp16 is offered for older GPUs and uses a gradient scaler.
 """
 

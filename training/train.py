@@ -67,6 +67,31 @@ def preprocessing_facts(cfg: TrainConfig, embedding_dim: int) -> dict[str, Any]:
     }
 
 
+def training_step(
+    model: nn.Module,
+    criterion: NTXentLoss,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    views: torch.Tensor,
+    device: torch.device,
+    precision: str,
+    step: int,
+) -> torch.Tensor:
+    """One SGD step on ``views`` ``(2N, 3, S, S)`` (the first N and the last N are the two views
+    of the same N images): one forward pass for both, NT-Xent between their z; returns the loss."""
+    with autocast(device, precision):
+        _, z = model(views)
+    z1, z2 = z.float().chunk(2)
+    loss = criterion(z1, z2)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr or use fp32")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss
+
+
 def train_one_epoch(
     model: nn.Module,
     criterion: NTXentLoss,
@@ -102,19 +127,16 @@ def train_one_epoch(
         images = reader.read(state.step).to(device, non_blocking=True)
         generator = step_generator(cfg.seed, state.step, distributed.rank())
         views = torch.cat([augment(images, generator), augment(images, generator)])
-        views = views.contiguous(memory_format=memory_format)
-        with autocast(device, precision):
-            _, z = model(views)
-        z1, z2 = z.float().chunk(2)
-        loss = criterion(z1, z2)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"loss is {loss.item()} at step {state.step}; lower --lr or use fp32"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        loss = training_step(
+            model,
+            criterion,
+            optimizer,
+            scaler,
+            views.contiguous(memory_format=memory_format),
+            device,
+            precision,
+            state.step,
+        )
         lr = optimizer.param_groups[0]["lr"]  # the rate this step used
         scheduler.step()
         state.step += 1
@@ -193,11 +215,33 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, A
     return run(cfg)
 
 
-def run(cfg: TrainConfig) -> dict[str, Any]:
-    """The training run behind ``main``, for callers that hold a :class:`TrainConfig`."""
-    started = time.perf_counter()
-    if not cfg.data:
-        raise ValueError("--data is required: a folder of images or a .tar/.tar.gz archive")
+@dataclass
+class _Runtime:
+    """Where and how this process trains."""
+
+    device: torch.device
+    precision: str
+    rank: int
+    world: int
+    is_main: bool
+
+
+@dataclass
+class _Parts:
+    """The pieces of a training run, built once and passed around whole."""
+
+    model: SimCLRModel
+    train_model: nn.Module  # model, wrapped for DDP and torch.compile where asked
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    criterion: NTXentLoss
+    augment: SimCLRAugment
+    reader: BatchReader
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+
+
+def _runtime(cfg: TrainConfig) -> _Runtime:
+    """Threads, device, process group and precision of this process."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = select_device(cfg.device)
@@ -206,131 +250,133 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             device.index if device.index is not None else distributed.local_rank()
         )
     distributed.init_from_env(device)
-    rank, world = distributed.rank(), distributed.world_size()
-    precision = resolve_precision(device, cfg.precision)
     torch.manual_seed(cfg.seed)
-    out_dir = Path(cfg.out_dir)
-    is_main = distributed.is_main()
-
-    train_lib = build_library(
-        cfg.data, cfg.cache_size, cfg.cache_dir or None, cfg.workers, cfg.progress and is_main
+    return _Runtime(
+        device,
+        resolve_precision(device, cfg.precision),
+        distributed.rank(),
+        distributed.world_size(),
+        distributed.is_main(),
     )
-    if is_main:
-        log.info("library %s: %d images; %s", cfg.data, len(train_lib), train_lib.skipped_summary())
-    eval_libs = _load_eval_libraries(cfg, train_lib)
 
+
+def _build_parts(cfg: TrainConfig, rt: _Runtime, train_lib: ImageLibrary) -> _Parts:
+    """Model (f and g), optimiser, loss and views; DDP across ranks, compiled if asked."""
     model = build_model(
         cfg.encoder, cfg.small_stem, cfg.width, cfg.proj_hidden_dim, cfg.proj_out_dim
-    ).to(device)
-    if cfg.sync_bn and world > 1:
-        if device.type == "cuda":
+    ).to(rt.device)
+    if cfg.sync_bn and rt.world > 1:
+        if rt.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        elif is_main:
+        elif rt.is_main:
             log.warning(
                 "--sync-bn needs CUDA (PyTorch's SyncBatchNorm is GPU-only); using per-process BatchNorm"
             )
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    reader = BatchReader(train_lib, cfg.batch_size, cfg.seed, rank, world)
-    lr = scaled_lr(cfg.lr, cfg.batch_size * world, cfg.lr_scaling)
-    optimizer = build_optimizer(model, cfg.optimizer, lr, cfg.weight_decay, cfg.momentum)
-    scaler = grad_scaler(device, precision)
-    criterion = NTXentLoss(cfg.temperature)
-    augment = SimCLRAugment(cfg.augment_config()).to(device)
+    lr = scaled_lr(cfg.lr, cfg.batch_size * rt.world, cfg.lr_scaling)
     train_model: nn.Module = model
-    if world > 1:
+    if rt.world > 1:
         train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
         )
     if cfg.compile:
         train_model = torch.compile(train_model)
+    return _Parts(
+        model=model,
+        train_model=train_model,
+        optimizer=build_optimizer(model, cfg.optimizer, lr, cfg.weight_decay, cfg.momentum),
+        scaler=grad_scaler(rt.device, rt.precision),
+        criterion=NTXentLoss(cfg.temperature),
+        augment=SimCLRAugment(cfg.augment_config()).to(rt.device),
+        reader=BatchReader(train_lib, cfg.batch_size, cfg.seed, rt.rank, rt.world),
+    )
 
-    state = TrainState(history=[])
-    resume_state = load_checkpoint(cfg.resume) if cfg.resume else None
+
+def _plan_steps(
+    cfg: TrainConfig,
+    rt: _Runtime,
+    parts: _Parts,
+    eval_libs: tuple[ImageLibrary, ImageLibrary] | None,
+    resume_state: dict[str, Any] | None,
+    started: float,
+) -> tuple[int, float]:
+    """The run's total steps (a resumed run keeps its own; a time budget is probed) and the
+    evaluation seconds the budget set aside."""
     eval_seconds = 0.0
     if resume_state is not None:
-        state.total_steps = resume_state["total_steps"]
-    elif cfg.time_budget_min > 0:
-        state.total_steps, eval_seconds = _steps_for_budget(
-            train_model,
-            criterion,
-            optimizer,
-            reader,
-            augment,
-            device,
-            precision,
+        return resume_state["total_steps"], eval_seconds
+    if cfg.time_budget_min > 0:
+        total, eval_seconds = _steps_for_budget(
+            parts.train_model,
+            parts.criterion,
+            parts.optimizer,
+            parts.reader,
+            parts.augment,
+            rt.device,
+            rt.precision,
             cfg,
             eval_libs,
             started,
         )
     else:
-        state.total_steps = cfg.epochs * reader.steps_per_epoch
-    if cfg.max_steps > 0 and resume_state is None:
-        state.total_steps = min(state.total_steps, cfg.max_steps)
-    warmup = round(cfg.warmup_epochs * reader.steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(state.total_steps, warmup)
+        total = cfg.epochs * parts.reader.steps_per_epoch
+    if cfg.max_steps > 0:
+        total = min(total, cfg.max_steps)
+    return total, eval_seconds
+
+
+def _restore(parts: _Parts, state: TrainState, resume_state: dict[str, Any]) -> None:
+    """Continue exactly: weights, optimiser, schedule, scaler, RNG and history."""
+    parts.model.load_state_dict(resume_state["model"])
+    parts.optimizer.load_state_dict(resume_state["optimizer"])
+    parts.scheduler.load_state_dict(resume_state["scheduler"])
+    parts.scaler.load_state_dict(resume_state["scaler"])
+    set_rng_state(resume_state["rng"])
+    state.step = resume_state["step"]
+    state.history = resume_state.get("history", [])
+
+
+def _save(path: Path, cfg: TrainConfig, parts: _Parts, state: TrainState) -> None:
+    """A checkpoint as a plain dict: everything an exact resume and an export need."""
+    save_checkpoint(
+        path,
+        {
+            "model": parts.model.state_dict(),
+            "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict(),
+            "scaler": parts.scaler.state_dict(),
+            "step": state.step,
+            "total_steps": state.total_steps,
+            "config": cfg.to_dict(),
+            "preprocessing": preprocessing_facts(cfg, parts.model.num_features),
+            "rng": rng_state(),
+            "history": state.history,
+            "encoder": {"name": cfg.encoder, "width": cfg.width, "small_stem": cfg.small_stem},
+        },
     )
-    if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        scaler.load_state_dict(resume_state["scaler"])
-        set_rng_state(resume_state["rng"])
-        state.step = resume_state["step"]
-        state.history = resume_state.get("history", [])
-        if is_main:
-            log.info("resumed from %s at step %d of %d", cfg.resume, state.step, state.total_steps)
 
-    run_log = RunLog(out_dir, enabled=is_main, tensorboard=cfg.tensorboard)
-    if is_main:
-        (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    facts = preprocessing_facts(cfg, model.num_features)
 
-    def checkpoint(path: Path) -> None:
-        if is_main:
-            save_checkpoint(
-                path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "step": state.step,
-                    "total_steps": state.total_steps,
-                    "config": cfg.to_dict(),
-                    "preprocessing": facts,
-                    "rng": rng_state(),
-                    "history": state.history,
-                    "encoder": {
-                        "name": cfg.encoder,
-                        "width": cfg.width,
-                        "small_stem": cfg.small_stem,
-                    },
-                },
-            )
-
-    replanner = None
-    if cfg.time_budget_min > 0 and resume_state is None:
-        replanner = BudgetReplanner(
-            cfg.time_budget_min * 60,
-            started,
-            eval_seconds,
-            reader.steps_per_epoch,
-            cfg.eval_every,
-            calibrate_at=max(warmup, 50),
-            reduce=lambda s: float(distributed.all_reduce_mean(torch.tensor(s))),
-            verbose=is_main,
-        )
+def _step_hook(
+    cfg: TrainConfig,
+    rt: _Runtime,
+    parts: _Parts,
+    state: TrainState,
+    replanner: BudgetReplanner | None,
+    warmup: int,
+):
+    """What runs after every step: a re-planned budget, and periodic checkpoints."""
+    out_dir = Path(cfg.out_dir)
 
     def on_step() -> None:
         if replanner is not None:
             total = replanner.on_step(state.step, state.total_steps)
             if total is not None:
                 state.total_steps = total
-                scheduler.lr_lambdas = [warmup_cosine(total, warmup)] * len(optimizer.param_groups)
-        if cfg.checkpoint_every > 0 and state.step % cfg.checkpoint_every == 0 and is_main:
-            checkpoint(out_dir / "checkpoint.pt")
+                groups = len(parts.optimizer.param_groups)
+                parts.scheduler.lr_lambdas = [warmup_cosine(total, warmup)] * groups
+        if cfg.checkpoint_every > 0 and state.step % cfg.checkpoint_every == 0 and rt.is_main:
+            _save(out_dir / "checkpoint.pt", cfg, parts, state)
             if cfg.keep_checkpoints > 0:
                 shutil.copyfile(
                     out_dir / "checkpoint.pt", out_dir / f"checkpoint-{state.step:07d}.pt"
@@ -338,70 +384,121 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                 for old in sorted(out_dir.glob("checkpoint-*.pt"))[: -cfg.keep_checkpoints]:
                     old.unlink()
 
+    return on_step
+
+
+def _train_epochs(
+    cfg: TrainConfig,
+    rt: _Runtime,
+    parts: _Parts,
+    state: TrainState,
+    eval_libs: tuple[ImageLibrary, ImageLibrary] | None,
+    run_log: RunLog,
+    on_step,
+) -> float | None:
+    """Epochs until ``state.total_steps``, with the kNN monitor; returns the last kNN top-1."""
+    reader = parts.reader
     knn = None
-    try:
-        while state.step < state.total_steps:
-            epoch = state.step // reader.steps_per_epoch
-            epoch_start = time.perf_counter()
-            loss = train_one_epoch(
-                train_model,
-                criterion,
-                optimizer,
-                scheduler,
-                scaler,
-                reader,
-                augment,
-                device,
-                precision,
-                cfg,
-                state,
-                run_log,
-                on_step,
+    while state.step < state.total_steps:
+        epoch = state.step // reader.steps_per_epoch
+        epoch_start = time.perf_counter()
+        loss = train_one_epoch(
+            parts.train_model,
+            parts.criterion,
+            parts.optimizer,
+            parts.scheduler,
+            parts.scaler,
+            reader,
+            parts.augment,
+            rt.device,
+            rt.precision,
+            cfg,
+            state,
+            run_log,
+            on_step,
+        )
+        loss = float(distributed.all_reduce_mean(torch.tensor(loss)))
+        seconds = time.perf_counter() - epoch_start
+        fraction = (state.step - epoch * reader.steps_per_epoch) / reader.steps_per_epoch
+        record: dict[str, Any] = {"epoch": epoch + fraction, "loss": loss, "seconds": seconds}
+        run_log.write("epoch", state.step, **record)
+        last = state.step >= state.total_steps
+        due = last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)
+        if eval_libs is not None and rt.is_main and due:
+            knn = evaluate(parts.model, *eval_libs, cfg, rt.device, rt.precision)
+            run_log.write("eval", state.step, epoch=epoch + fraction, knn_top1=knn)
+            record["knn_top1"] = knn
+        state.history.append(record)
+        if rt.is_main:
+            epochs_total = math.ceil(state.total_steps / reader.steps_per_epoch)
+            shown = f", kNN top-1 {100 * knn:.2f}%" if "knn_top1" in record else ""
+            log.info(
+                "epoch %d/%d: loss %.4f (%.0f s)%s", epoch + 1, epochs_total, loss, seconds, shown
             )
-            loss = float(distributed.all_reduce_mean(torch.tensor(loss)))
-            seconds = time.perf_counter() - epoch_start
-            fraction = (state.step - epoch * reader.steps_per_epoch) / reader.steps_per_epoch
-            record: dict[str, Any] = {"epoch": epoch + fraction, "loss": loss, "seconds": seconds}
-            run_log.write("epoch", state.step, **record)
-            last = state.step >= state.total_steps
-            if (
-                eval_libs is not None
-                and is_main
-                and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0))
-            ):
-                knn = evaluate(model, *eval_libs, cfg, device, precision)
-                run_log.write("eval", state.step, epoch=epoch + fraction, knn_top1=knn)
-                record["knn_top1"] = knn
-            state.history.append(record)
-            if is_main:
-                epochs_total = math.ceil(state.total_steps / reader.steps_per_epoch)
-                shown = f", kNN top-1 {100 * knn:.2f}%" if "knn_top1" in record else ""
-                log.info(
-                    "epoch %d/%d: loss %.4f (%.0f s)%s",
-                    epoch + 1,
-                    epochs_total,
-                    loss,
-                    seconds,
-                    shown,
-                )
-        checkpoint(out_dir / "checkpoint.pt")
+    return knn
+
+
+def run(cfg: TrainConfig) -> dict[str, Any]:
+    """The training run behind ``main``, for callers that hold a :class:`TrainConfig`."""
+    started = time.perf_counter()
+    if not cfg.data:
+        raise ValueError("--data is required: a folder of images or a .tar/.tar.gz archive")
+    rt = _runtime(cfg)
+    out_dir = Path(cfg.out_dir)
+    train_lib = build_library(
+        cfg.data, cfg.cache_size, cfg.cache_dir or None, cfg.workers, cfg.progress and rt.is_main
+    )
+    if rt.is_main:
+        log.info("library %s: %d images; %s", cfg.data, len(train_lib), train_lib.skipped_summary())
+    eval_libs = _load_eval_libraries(cfg, train_lib)
+    parts = _build_parts(cfg, rt, train_lib)
+    resume_state = load_checkpoint(cfg.resume) if cfg.resume else None
+    state = TrainState(history=[])
+    state.total_steps, eval_seconds = _plan_steps(cfg, rt, parts, eval_libs, resume_state, started)
+    warmup = round(cfg.warmup_epochs * parts.reader.steps_per_epoch)
+    parts.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        parts.optimizer, warmup_cosine(state.total_steps, warmup)
+    )
+    if resume_state is not None:
+        _restore(parts, state, resume_state)
+        if rt.is_main:
+            log.info("resumed from %s at step %d of %d", cfg.resume, state.step, state.total_steps)
+    run_log = RunLog(out_dir, enabled=rt.is_main, tensorboard=cfg.tensorboard)
+    if rt.is_main:
+        (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    replanner = None
+    if cfg.time_budget_min > 0 and resume_state is None:
+        replanner = BudgetReplanner(
+            cfg.time_budget_min * 60,
+            started,
+            eval_seconds,
+            parts.reader.steps_per_epoch,
+            cfg.eval_every,
+            calibrate_at=max(warmup, 50),
+            reduce=lambda s: float(distributed.all_reduce_mean(torch.tensor(s))),
+            verbose=rt.is_main,
+        )
+    on_step = _step_hook(cfg, rt, parts, state, replanner, warmup)
+    try:
+        knn = _train_epochs(cfg, rt, parts, state, eval_libs, run_log, on_step)
+        if rt.is_main:
+            _save(out_dir / "checkpoint.pt", cfg, parts, state)
     finally:
         run_log.close()
-    elapsed = time.perf_counter() - started
     summary = {
         "steps": state.step,
-        "epochs": state.step / reader.steps_per_epoch,
+        "epochs": state.step / parts.reader.steps_per_epoch,
         "images": len(train_lib),
         "skipped": len(train_lib.skipped),
         "final_loss": state.history[-1]["loss"] if state.history else None,
         "knn_top1": knn,
-        "seconds": elapsed,
-        "device": str(device),
-        "precision": precision,
+        "seconds": time.perf_counter() - started,
+        "device": str(rt.device),
+        "precision": rt.precision,
         "encoder": cfg.encoder,
-        "world_size": world,
+        "world_size": rt.world,
     }
-    if is_main:
+    if rt.is_main:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_curves(out_dir / "metrics.jsonl", out_dir / "curves.png")
     return summary

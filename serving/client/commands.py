@@ -4,29 +4,43 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
-DEFAULT_ADDRESS = os.environ.get("SIMCLR_ADDRESS", "127.0.0.1:50051")
+from simclr_search.settings import add_arguments, from_args, setting
+
+ENV_PREFIX = "SIMCLR_"
+
+
+@dataclass
+class Connection:
+    """How the client commands reach a server."""
+
+    server: str = setting(
+        "127.0.0.1:50051", "host:port of a running 'simclr serve'", env="ADDRESS", group="server"
+    )
+    token: str = setting(
+        "",
+        "bearer token, if the server requires one (the variable keeps it out of ps)",
+        group="server",
+    )
+    timeout: float = setting(60.0, "seconds per call", env="", group="server")
+
+    def client(self):
+        from simclr_search.serving.client.grpc_client import Client
+
+        return Client(self.server, token=self.token or None, timeout=self.timeout)
 
 
 def add_connection_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--server", default=DEFAULT_ADDRESS, help="host:port of a running 'simclr serve'"
-    )
-    p.add_argument(
-        "--token", default=os.environ.get("SIMCLR_TOKEN", ""), help="bearer token, if required"
-    )
-    p.add_argument("--timeout", type=float, default=60.0)
+    add_arguments(p, Connection, ENV_PREFIX)
 
 
 def _client(args):
-    from simclr_search.serving.client import Client
-
-    return Client(args.server, token=args.token or None, timeout=args.timeout)
+    return from_args(Connection, args).client()
 
 
 def grpc_errors(fn):
@@ -47,8 +61,8 @@ def search_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("image", nargs="?", help="query image file")
     p.add_argument("--id", help="query by a stored item's id instead ('more like this')")
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--collection", default="")
+    p.add_argument("-k", type=int, default=10, help="hits to return [default: 10]")
+    p.add_argument("--collection", default="", help="collection to search (default: the server's)")
     p.add_argument("--filter", help="metadata equality filter FIELD=VALUE")
     add_connection_arguments(p)
     return p

@@ -87,6 +87,14 @@ def _channel_args(token: str | None) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {token}")] if token else []
 
 
+def _open_channel(kind, address: str, root_certificates: bytes | None):
+    """A channel from ``kind`` (``grpc`` or ``grpc.aio``): TLS with ``root_certificates``."""
+    if root_certificates is not None:
+        credentials = grpc.ssl_channel_credentials(root_certificates)
+        return kind.secure_channel(address, credentials, _OPTIONS)
+    return kind.insecure_channel(address, _OPTIONS)
+
+
 class Client:
     """Blocking client. ``token`` sends a bearer token; ``root_certificates`` turns on TLS."""
 
@@ -97,12 +105,7 @@ class Client:
         root_certificates: bytes | None = None,
         timeout: float = 60.0,
     ) -> None:
-        if root_certificates is not None:
-            self.channel = grpc.secure_channel(
-                address, grpc.ssl_channel_credentials(root_certificates), _OPTIONS
-            )
-        else:
-            self.channel = grpc.insecure_channel(address, _OPTIONS)
+        self.channel = _open_channel(grpc, address, root_certificates)
         self.stub = pb_grpc.ImageSearchStub(self.channel)
         self.metadata = _channel_args(token)
         self.timeout = timeout
@@ -207,12 +210,7 @@ class AsyncClient:
         root_certificates: bytes | None = None,
         timeout: float = 60.0,
     ) -> None:
-        if root_certificates is not None:
-            self.channel = grpc.aio.secure_channel(
-                address, grpc.ssl_channel_credentials(root_certificates), _OPTIONS
-            )
-        else:
-            self.channel = grpc.aio.insecure_channel(address, _OPTIONS)
+        self.channel = _open_channel(grpc.aio, address, root_certificates)
         self.stub = pb_grpc.ImageSearchStub(self.channel)
         self.metadata = _channel_args(token)
         self.timeout = timeout

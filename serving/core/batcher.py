@@ -4,13 +4,13 @@ Requests put their rows on a thread-safe queue and await a future. Each worker i
 that takes the first waiting request, keeps collecting until ``max_batch`` rows or ``max_wait_ms``
 have passed, runs the model (ONNX Runtime releases the GIL), and hands the answers back to the event
 loop in one callback. A request whose caller went away (deadline, cancellation) is dropped before
-inference. Why batch: at batch 32 the encoder does 2-3x more images/s than at batch 1 on the CPU
+inference. Why batch: the encoder does several times more images/s at batch 32 than at batch 1
 (``benchmarks/bench_export.py``).
 
 Why the workers are threads, not tasks on the event loop: a task must wait for the loop to run it
 again before it can start the next batch, and under load the loop is busy with every call's
-messages, so the encoder sat idle between batches (busy ~0.87 of the time at 32 clients in
-``benchmarks/bench_service.py``). A thread starts the next batch the moment the model returns.
+messages, so the encoder would sit idle between batches. A thread starts the next batch the moment
+the model returns.
 
 Lanes, for a backlog: when more than ``max_batch`` rows are waiting, a worker takes up to
 ``max_batch`` per lane (without waiting for more) and runs them split evenly over single-threaded
@@ -18,10 +18,8 @@ copies of the model side by side, one per core, instead of one call of the multi
 Why: on a CPU shared with the event loop (which decodes every request's images), a multi-threaded
 run waits at every operator's barrier for whichever of its threads the loop preempted; independent
 lanes lose only the preempted lane's time. A batch that fits in one call, and a lone image above
-all, still gets the multi-threaded model (lowest latency). ``benchmarks/bench_service.py`` on a
-2-core machine, 32 clients x 16 images per call: 0.80-0.81 of in-process with one two-thread call
-per batch (commit 4abaef7), 0.88-0.89 with two lanes (633c282, two runs); one image per call as
-before.
+all, still gets the multi-threaded model (lowest latency). ``benchmarks/bench_service.py`` measures
+both against in-process inference.
 
 Waiting for company only pays when there is company: a worker waits only if its previous batch held
 more than one request. A lone caller at low load is served at once (no ``max_wait_ms`` added to its

@@ -101,70 +101,9 @@ class SearchService:
         """Load and verify the bundle, open the store; the server reports SERVING only after this."""
         loop = asyncio.get_running_loop()
         configure_threads(self.config.faiss_threads)
-        self.manifest = await loop.run_in_executor(None, load_manifest, self.config.bundle)
-        self.encoder = await loop.run_in_executor(
-            None,
-            lambda: Encoder(
-                self.manifest, self.config.int8, self.config.device, self.config.ort_threads
-            ),
-        )
-        lanes = self._lane_count()
-        narrow = None
-        if lanes > 1:  # one single-threaded session: concurrent runs each use the calling thread
-            narrow = await loop.run_in_executor(
-                None, lambda: Encoder(self.manifest, self.config.int8, self.config.device, 1)
-            )
-        decoder = denoiser = None
-        if self.manifest.has("decoder"):
-            decoder = await loop.run_in_executor(
-                None, lambda: Decoder(self.manifest, self.config.device, self.config.ort_threads)
-            )
-        if self.manifest.has("denoiser"):
-            denoiser = await loop.run_in_executor(
-                None,
-                lambda: Denoiser(
-                    self.manifest,
-                    self.config.device,
-                    self.config.ort_threads,
-                    self.config.denoise_ensemble,
-                ),
-            )
-        self.images = ImageModels(
-            self.config.bundle,
-            denoiser,
-            decoder,
-            self.config.limits,
-            self.config.max_denoise_pixels,
-            self.manifest.embedding_dim,
-        )
-        self.requests = RequestImages(
-            self.manifest.input_size,
-            self.config.limits,
-            self.config.decode_threads,
-            self.config.max_request_images,
-        )
-        self.batcher = MicroBatcher(
-            self._encode_pixels,
-            self.config.max_batch,
-            self.config.max_wait_ms,
-            self.on_batch,
-            self.config.encoder_streams,
-            [lambda pixels: self._encode_pixels(pixels, narrow)] * lanes if narrow else (),
-        )
+        await loop.run_in_executor(None, self._load_models)
         self.batcher.start()
-        self.store = await loop.run_in_executor(None, Store, self.config.store)
-        await loop.run_in_executor(
-            None,
-            lambda: self.store.create(
-                self.config.default_collection,
-                CollectionConfig(
-                    dim=self.manifest.embedding_dim,
-                    metric=self.config.metric,
-                    space=self.manifest.embedding_space,
-                ),
-                exist_ok=True,
-            ),
-        )
+        await loop.run_in_executor(None, self._open_store)
         self.ready = True
         log.info(
             "ready: bundle %s (%s), store %s, providers %s, encoder lanes %d",
@@ -173,6 +112,53 @@ class SearchService:
             self.config.store,
             self.encoder.providers,
             len(self.batcher.lanes),
+        )
+
+    def _load_models(self) -> None:
+        """The bundle's ONNX sessions, the request decoder and the micro-batcher (not started)."""
+        cfg = self.config
+        self.manifest = load_manifest(cfg.bundle)
+        self.encoder = Encoder(self.manifest, cfg.int8, cfg.device, cfg.ort_threads)
+        lanes = self._lane_count()
+        narrow = None
+        if lanes > 1:  # one single-threaded session: concurrent runs each use the calling thread
+            narrow = Encoder(self.manifest, cfg.int8, cfg.device, 1)
+        decoder = denoiser = None
+        if self.manifest.has("decoder"):
+            decoder = Decoder(self.manifest, cfg.device, cfg.ort_threads)
+        if self.manifest.has("denoiser"):
+            denoiser = Denoiser(self.manifest, cfg.device, cfg.ort_threads, cfg.denoise_ensemble)
+        self.images = ImageModels(
+            cfg.bundle,
+            denoiser,
+            decoder,
+            cfg.limits,
+            cfg.max_denoise_pixels,
+            self.manifest.embedding_dim,
+        )
+        self.requests = RequestImages(
+            self.manifest.input_size, cfg.limits, cfg.decode_threads, cfg.max_request_images
+        )
+        self.batcher = MicroBatcher(
+            self._encode_pixels,
+            cfg.max_batch,
+            cfg.max_wait_ms,
+            self.on_batch,
+            cfg.encoder_streams,
+            [lambda pixels: self._encode_pixels(pixels, narrow)] * lanes if narrow else (),
+        )
+
+    def _open_store(self) -> None:
+        """Open the store and the default collection (created on first start)."""
+        self.store = Store(self.config.store)
+        self.store.create(
+            self.config.default_collection,
+            CollectionConfig(
+                dim=self.manifest.embedding_dim,
+                metric=self.config.metric,
+                space=self.manifest.embedding_space,
+            ),
+            exist_ok=True,
         )
 
     async def stop(self) -> None:

@@ -12,20 +12,13 @@ order, so only near-equal candidates ever swap.
 One exception reaches further: a hit within ``SAME_IMAGE_MARGIN`` (0.05) of the best whose
 thumbnail is near identical to the query's (cosine >= ``SAME_IMAGE_SIMILARITY``, 0.99, the mirror
 image counted) is taken for the image itself and comes first. Blur, JPEG and noise leave an 8 x 8
-thumbnail all but unchanged, while another crop of the same photo, which the embedding may put
-0.02-0.04 nearer, shifts it (every blur miss of the near-tie rule alone, 3 on each CIFAR-10 set
-below, had the original at 0.993-0.999 and the image returned at 0.88-0.99: a side script over the
-benchmark's candidates, not a figure the benchmark prints). Crops and rotations
-change the thumbnail, so the rule leaves them be (their misses in the benchmark did not move).
+thumbnail all but unchanged, while another crop of the same photo, which the embedding may put a
+little nearer, shifts it. Crops and rotations change the thumbnail, so the rule leaves them be.
 
 Each stored item keeps its thumbnail (192 bytes) as the index's opaque ``signature``; items stored
 by vector alone have none, and a near-tie group with any such item keeps the embedding's order.
-Measured by ``benchmarks/bench_search_quality.py`` (10,000 queries per edit, the default margin
-0.02), misses of the embedding alone -> near ties alone -> with the same-image rule too:
-CIFAR-10 test, blur 6 -> 3 -> 0, flip 6 -> 5 -> 2, rotation 71 -> 56 -> 56, crop 88 -> 96 -> 96;
-10,000 training images (``--split train``), blur 10 -> 3 -> 0, flip 8 -> 8 -> 3, rotation 77 -> 67
--> 67, crop 95 -> 100 -> 100. The margin 0.02 was chosen on the test split, the same-image rule's
-0.99 and 0.05 on the misses of both.
+``benchmarks/bench_search_quality.py`` measures the search with and without these rules; which sets
+the margins were chosen on is in docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -67,9 +60,8 @@ def thumbnails(pixels: np.ndarray) -> np.ndarray:
     """``(B, H, W, C)`` uint8 -> ``(B, 64 C)`` uint8: each image's mean over an 8 x 8 grid of boxes.
 
     H and W need not be multiples of 8 (the boxes then differ by a pixel); at least 8 each. Sums of
-    strided slices, exact in integers: ~5 us per 32 px image in a batch of 256 (here), against ~18
-    for numpy's mean over a reshaped view. Not matrix products: with those (faster alone) `simclr
-    index` ran at 1,850 images/s instead of 2,700, BLAS's threads competing with ONNX Runtime's.
+    strided slices, exact in integers and cheaper than a mean over a reshaped view. Not matrix
+    products: BLAS's threads would compete with ONNX Runtime's for the cores while indexing.
     """
     if pixels.ndim != 4 or pixels.shape[1] < SIDE or pixels.shape[2] < SIDE:
         raise ValueError(f"expected (B, H>=8, W>=8, C) pixels, got {pixels.shape}")

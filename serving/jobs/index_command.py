@@ -6,10 +6,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from simclr_search.serving.client.commands import add_connection_arguments, grpc_errors
+from simclr_search.serving.client.commands import (
+    ENV_PREFIX,
+    Connection,
+    add_connection_arguments,
+    grpc_errors,
+)
+from simclr_search.settings import add_arguments, from_args, setting
+
+
+@dataclass
+class IndexSettings:
+    """``simclr index``'s settings (besides the folder and the server connection)."""
+
+    collection: str = setting("", "collection to index into (default: the server's)")
+    remote: bool = setting(False, "send to --server instead of indexing in this process", env="")
+    bundle: Path = setting(Path("bundle"), "local mode: model bundle")
+    store: Path = setting(Path("store"), "local mode: index folder")
+    batch_size: int = setting(64, "images per batch")
+    int8: bool = setting(False, "local mode: the bundle's INT8 encoder")
+    progress: bool = setting(True, "progress bar", env="")
 
 
 def index_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -18,21 +37,7 @@ def index_parser(add_help: bool = True) -> argparse.ArgumentParser:
         add_help=add_help,
     )
     p.add_argument("folder", help="folder (recursive) or .tar/.tar.gz archive of images")
-    p.add_argument("--collection", default="")
-    p.add_argument(
-        "--remote", action="store_true", help="send to --server instead of indexing locally"
-    )
-    p.add_argument(
-        "--bundle",
-        default=os.environ.get("SIMCLR_BUNDLE", "bundle"),
-        help="local mode: model bundle",
-    )
-    p.add_argument(
-        "--store", default=os.environ.get("SIMCLR_STORE", "store"), help="local mode: index folder"
-    )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--int8", action="store_true")
-    p.add_argument("--progress", type=lambda v: v.lower() in {"1", "true", "yes"}, default=True)
+    add_arguments(p, IndexSettings, ENV_PREFIX)
     add_connection_arguments(p)
     return p
 
@@ -41,15 +46,21 @@ def index_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def index_main(args, argv=None) -> int:
     from simclr_search.serving.jobs.indexer import bulk_config, index_local, index_remote
 
-    if args.remote:
+    settings = from_args(IndexSettings, args)
+    if settings.remote:
+        link = from_args(Connection, args)
         report = index_remote(
-            args.folder, args.server, args.token or None, args.collection, args.progress
+            args.folder, link.server, link.token or None, settings.collection, settings.progress
         )
     else:
-        config = bulk_config(Path(args.bundle), Path(args.store), args.int8, args.batch_size)
+        config = bulk_config(settings.bundle, settings.store, settings.int8, settings.batch_size)
         report = asyncio.run(
             index_local(
-                args.folder, config, args.collection, args.batch_size, progress=args.progress
+                args.folder,
+                config,
+                settings.collection,
+                settings.batch_size,
+                progress=settings.progress,
             )
         )
     print(report.summary())

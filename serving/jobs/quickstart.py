@@ -89,6 +89,50 @@ def grid(rows: list[list[bytes]], path: Path, cell: int = 64) -> None:
     canvas.save(path)
 
 
+def _search_edits(
+    client: Client, payloads: dict[str, bytes], picks: list[str], k: int
+) -> tuple[dict[str, list[bool]], list[list[bytes]]]:
+    """Search with edited copies of ``picks``; per edit whether the original came first, and the
+    rows of the grid (query, then its hits)."""
+    top1: dict[str, list[bool]] = {}
+    rows: list[list[bytes]] = []
+    for uri in picks:
+        for name, data in edits(payloads[uri]).items():
+            hits = client.search(image=data, k=k)
+            found = hits[0].uri == uri if hits else False
+            top1.setdefault(name, []).append(found)
+            print(
+                f"      {name:<9} {_short(uri):<14} -> "
+                + ", ".join(f"{_short(h.uri)} ({h.score:.3f})" for h in hits[:3])
+                + ("   [original found first]" if found else "")
+            )
+            rows.append([data] + [payloads[h.uri] for h in hits if h.uri in payloads])
+    return top1, rows
+
+
+def _denoise_demo(client: Client, data: bytes, out: Path) -> dict | str:
+    """Denoise a noisy copy of ``data`` (sigma 25); PSNR before and after, and a side-by-side PNG."""
+    clean = _pixels(data)
+    noisy = _noisy(data)
+    try:
+        denoised = _pixels(client.denoise(noisy, 25.0))
+    except grpc.RpcError as exc:
+        print(f"      denoise: {exc.code().name}: {exc.details()}")
+        return f"{exc.code().name}: {exc.details()}"
+    denoise = {
+        "noisy_psnr_db": _psnr(_pixels(noisy), clean),
+        "denoised_psnr_db": _psnr(denoised, clean),
+    }
+    Image.fromarray(np.concatenate([clean, _pixels(noisy), denoised], axis=1)).resize(
+        (clean.shape[1] * 3 * 4, clean.shape[0] * 4), Image.NEAREST
+    ).save(out / "denoise.png")
+    print(
+        f"      denoise (sigma 25): noisy {denoise['noisy_psnr_db']:.2f} dB -> "
+        f"{denoise['denoised_psnr_db']:.2f} dB; clean | noisy | denoised: {out / 'denoise.png'}"
+    )
+    return denoise
+
+
 def run(bundle: Path, library: Path, out: Path, queries: int, k: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     # One store per encoder: a new bundle's vectors are not comparable with an old one's, and the
@@ -101,45 +145,14 @@ def run(bundle: Path, library: Path, out: Path, queries: int, k: int) -> dict:
     print("      " + report.summary().replace("\n", "\n      "))
     print("[3/5] starting the server")
     proc, address = start_server(bundle, store)
-    payloads: dict[str, bytes] = {}
-    for record, data in iter_image_bytes(library):
-        payloads[record.uri] = data
+    payloads = {record.uri: data for record, data in iter_image_bytes(library)}
     picks = list(payloads)[:: max(1, len(payloads) // queries)][:queries]
-    results = {"hits": {}, "top1": {}}
-    rows: list[list[bytes]] = []
     try:
         with Client(address) as client:
             print(f"      {address}: {client.info().collections[0].count} images indexed")
             print(f"[4/5] searching with edited copies of {len(picks)} indexed images")
-            for uri in picks:
-                for name, data in edits(payloads[uri]).items():
-                    hits = client.search(image=data, k=k)
-                    found = hits[0].uri == uri if hits else False
-                    results["top1"].setdefault(name, []).append(found)
-                    print(
-                        f"      {name:<9} {_short(uri):<14} -> "
-                        + ", ".join(f"{_short(h.uri)} ({h.score:.3f})" for h in hits[:3])
-                        + ("   [original found first]" if found else "")
-                    )
-                    rows.append([data] + [payloads[h.uri] for h in hits if h.uri in payloads])
-            clean = _pixels(payloads[picks[0]])
-            noisy = _noisy(payloads[picks[0]])
-            try:
-                denoised = _pixels(client.denoise(noisy, 25.0))
-                denoise = {
-                    "noisy_psnr_db": _psnr(_pixels(noisy), clean),
-                    "denoised_psnr_db": _psnr(denoised, clean),
-                }
-                Image.fromarray(np.concatenate([clean, _pixels(noisy), denoised], axis=1)).resize(
-                    (clean.shape[1] * 3 * 4, clean.shape[0] * 4), Image.NEAREST
-                ).save(out / "denoise.png")
-                print(
-                    f"      denoise (sigma 25): noisy {denoise['noisy_psnr_db']:.2f} dB -> "
-                    f"{denoise['denoised_psnr_db']:.2f} dB; clean | noisy | denoised: {out / 'denoise.png'}"
-                )
-            except grpc.RpcError as exc:
-                denoise = f"{exc.code().name}: {exc.details()}"
-                print(f"      denoise: {denoise}")
+            top1, rows = _search_edits(client, payloads, picks, k)
+            denoise = _denoise_demo(client, payloads[picks[0]], out)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -147,7 +160,7 @@ def run(bundle: Path, library: Path, out: Path, queries: int, k: int) -> dict:
     summary = {
         "indexed": report.indexed + report.duplicates,
         "index_images_per_s": report.images_per_s,
-        "top1_hit_rate": {name: float(np.mean(v)) for name, v in results["top1"].items()},
+        "top1_hit_rate": {name: float(np.mean(v)) for name, v in top1.items()},
         "denoise": denoise,
         "grid": str(out / "grid.png"),
         "seconds": time.perf_counter() - started,

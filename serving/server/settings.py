@@ -19,7 +19,9 @@ class ServerOptions:
     token: str = setting("", "require this bearer token", group="security")
     tls_cert: str = setting("", "TLS certificate (PEM); with --tls-key", group="security")
     tls_key: str = setting("", "TLS private key (PEM)", group="security")
-    max_concurrent: int = setting(64, "calls served at once; more wait", group="server")
+    max_concurrent: int = setting(
+        64, "calls served at once; more are refused (RESOURCE_EXHAUSTED)", group="server"
+    )
     grace_seconds: float = setting(
         10.0, "on SIGTERM, seconds in-flight calls get to finish", group="server"
     )

@@ -69,20 +69,28 @@ def test_serving_preprocessing_equals_training_pixels(
 
 
 def test_int8_encoder_agrees_on_neighbour_order(trained: tuple[Path, Path], bundle: Path) -> None:
+    """INT8 keeps each embedding's direction and its neighbours. The tiny fixture model's first and
+    second neighbours differ by a few thousandths of a cosine, so exact top-1 identity would measure
+    rounding noise (it moved between ONNX Runtime releases); the fp32 neighbour must stay among the
+    INT8 top 5 instead."""
     _, library = trained
     manifest = load_manifest(bundle)
     batch = encoder_input(_payloads(library), manifest.input_size, manifest.mean, manifest.std)
     fp32 = Encoder(manifest, device="cpu")(batch)
     int8 = Encoder(manifest, int8=True, device="cpu")(batch)
+    cosine = (fp32 * int8).sum(1)
+    assert cosine.min() >= 0.97 and cosine.mean() >= 0.99
 
-    def nearest(e: np.ndarray) -> np.ndarray:
+    def similarities(e: np.ndarray) -> np.ndarray:
         sim = e @ e.T
         np.fill_diagonal(sim, -np.inf)
-        return sim.argmax(1)
+        return sim
 
-    agreement = float((nearest(fp32) == nearest(int8)).mean())
-    print(f"INT8 vs fp32 nearest-neighbour agreement: {agreement:.3f}")
-    assert agreement >= 0.7
+    nearest = similarities(fp32).argmax(1)
+    top5 = np.argsort(-similarities(int8), axis=1)[:, :5]
+    kept = float(np.mean([nearest[i] in top5[i] for i in range(len(nearest))]))
+    print(f"INT8 vs fp32: min cosine {cosine.min():.4f}, fp32 neighbour in INT8 top 5 {kept:.3f}")
+    assert kept >= 0.85
 
 
 def _copy(bundle: Path, tmp_path: Path) -> Path:

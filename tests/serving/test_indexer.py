@@ -66,52 +66,18 @@ def test_remote_index_and_cli_search(server, tiny_bundle, tmp_path: Path) -> Non
     with Client(address) as client:
         assert client.info().collections[0].count == 48
     query = next(library.glob("square/*.png"))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "simclr_search.cli.main",
-            "search",
-            str(query),
-            "-k",
-            "3",
-            "--server",
-            address,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+
+    def simclr(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "simclr_search.cli.main", *args, "--server", address]
+        return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+    proc = simclr("search", str(query), "-k", "3")
     assert proc.returncode == 0, proc.stderr
     first = proc.stdout.splitlines()[0].split()
-    assert (
-        first[2] == f"square/{query.name}"
-    )  # the image itself, by its path relative to the library
-    proc = subprocess.run(
-        [sys.executable, "-m", "simclr_search.cli.main", "embed", str(query), "--server", address],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+    assert first[2] == f"square/{query.name}"  # the image itself, by its path in the library
+    proc = simclr("embed", str(query))
     assert len(json.loads(proc.stdout)["embedding"]) == 64
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "simclr_search.cli.main",
-            "search",
-            "--id",
-            "nope",
-            "--server",
-            address,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+    proc = simclr("search", "--id", "nope")
     assert proc.returncode == 1 and "NOT_FOUND" in proc.stderr
 
 

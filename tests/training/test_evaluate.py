@@ -39,22 +39,26 @@ def test_linear_probe_fits_a_linear_problem() -> None:
 
 
 def test_knn_and_linear_probe_commands_on_a_checkpoint(tiny_run, tmp_path) -> None:
-    from simclr_search.training.knn_eval import knn_top1
-    from simclr_search.training.linear_probe import linear_probe
+    from simclr_search.training.knn_eval import KnnConfig, knn_top1
+    from simclr_search.training.linear_probe import LinearProbeConfig, linear_probe
 
     checkpoint, library = tiny_run
     top1 = knn_top1(
-        str(checkpoint), str(library), str(library), k=5, device_name="cpu", cache_dir=str(tmp_path)
+        KnnConfig(
+            str(checkpoint), str(library), str(library), k=5, device="cpu", cache_dir=str(tmp_path)
+        )
     )
     assert 1 / 3 < top1 <= 1.0  # above chance: three balanced classes
     result = linear_probe(
-        str(checkpoint),
-        str(library),
-        str(library),
-        epochs=50,
-        lr=5e-2,
-        device_name="cpu",
-        cache_dir=str(tmp_path),
+        LinearProbeConfig(
+            str(checkpoint),
+            str(library),
+            str(library),
+            epochs=50,
+            lr=5e-2,
+            device="cpu",
+            cache_dir=str(tmp_path),
+        )
     )
     assert result["train_top1"] > 0.8  # 48 images, 64-d features: separable
     assert 0.0 <= result["linear_top1"] <= 1.0

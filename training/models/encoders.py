@@ -10,7 +10,7 @@ to a device: the caller does.
 * ``compact``: a small residual ConvNet (about 1.2 M parameters, 70 MFLOPs at 32 px) sized so that
   2 CPU cores train it through tens of CIFAR-10 epochs in half an hour (``benchmarks/bench_quality.py``).
   Its 3x3 convolutions take their weight gradient as one GEMM on small CPU feature maps
-  (``im2col_conv.py``): a 1.20x faster training step at 24 px views on this CPU, 1.07x at 32 px.
+  (``im2col_conv.py``), where oneDNN's bf16 kernel is slow (``benchmarks/bench_conv_grad.py``).
 """
 
 from __future__ import annotations

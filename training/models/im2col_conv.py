@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 # Largest output map (H_out * W_out pixels) for which the GEMM route beats oneDNN's weight-gradient
-# kernel on CPU (bench_conv_grad.py, batch 512: 3x3 maps 4.2-4.3x faster, 4x4 maps 2.6-2.8x; from 6x6
-# up the copies cost more than they save, 0.1-0.5x, except one stride-2 case at 1.2x).
+# kernel on CPU: on larger maps the im2col copies cost more than they save
+# (benchmarks/bench_conv_grad.py prints both routes per shape).
 IM2COL_MAX_OUTPUT_PIXELS = 16
 
 

@@ -1,0 +1,282 @@
+"""Which figures of which recorded benchmark run the docs show, and how.
+
+Each :class:`Figure` reads one value (or a few) out of a run's final JSON line, as recorded by
+``simclr bench --record NAME`` in ``benchmarks/results/NAME.json``; ``scripts/gen_docs.py`` writes
+``docs/benchmarks.md`` (every figure) and the README's table (those with ``readme=True``) from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+EDITS = ("crop", "flip", "rotation", "colour", "blur", "jpeg", "noise")
+
+
+@dataclass(frozen=True)
+class Figure:
+    section: str
+    label: str
+    run: str  # the results file's stem: NAME or NAME--LABEL
+    value: Callable[[dict[str, Any]], str]
+    readme: bool = False
+
+
+def _rate(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _per_edit(scores: dict[str, float]) -> str:
+    return ", ".join(f"{e} {scores[e]:.3f}" for e in EDITS if e in scores)
+
+
+def _denoise(result: dict[str, Any], dataset: str, key: str) -> str:
+    rows = [q for q in result["quality"] if q["set"] == dataset]
+    return " / ".join(f"{q[key]:.2f}" for q in sorted(rows, key=lambda q: q["sigma"]))
+
+
+def _sigmas(result: dict[str, Any], dataset: str) -> str:
+    rows = [q for q in result["quality"] if q["set"] == dataset]
+    return " / ".join(f"{q['sigma']:g}" for q in sorted(rows, key=lambda q: q["sigma"]))
+
+
+FIGURES: list[Figure] = [
+    # -- training -------------------------------------------------------------------------------
+    Figure(
+        "Training",
+        "SimCLR, compact encoder, CIFAR-10 train, time budget: kNN top-1 on CIFAR-10 test",
+        "quality",
+        lambda r: (
+            f"**{100 * r['knn_top1']:.1f}%** after {r['epochs']:.1f} epochs in "
+            f"{r['minutes']:.1f} min at {_rate(r['train_images_per_s'])} images/s (random init "
+            f"{100 * r['random_init_knn_top1']:.1f}%)"
+        ),
+        readme=True,
+    ),
+    Figure(
+        "Training",
+        "training images/s (two views each), ours bf16 / ours fp32 / lightly, batch as run",
+        "throughput",
+        lambda r: "; ".join(
+            f"{name} {_rate(r[name]['ours_images_per_s'])} / "
+            f"{_rate(r[name]['ours_fp32_images_per_s'])} / {_rate(r[name]['lightly_images_per_s'])}"
+            f" ({r[name]['speedup_vs_lightly']:.2f}x lightly)"
+            for name in ("resnet18", "compact")
+            if name in r
+        ),
+        readme=True,
+    ),
+    Figure(
+        "Training",
+        "CPU matrix-product peak, fp32 / bf16 (GFLOP/s)",
+        "throughput",
+        lambda r: f"{r['peak_gflops']['fp32']:.0f} / {r['peak_gflops']['bf16']:.0f}",
+    ),
+    Figure(
+        "Training",
+        "compact encoder training step, oneDNN vs im2col weight gradient (ms per step)",
+        "conv_grad",
+        lambda r: "; ".join(
+            f"{side} px views {v['onednn_ms']:.0f} vs {v['im2col_ms']:.0f}"
+            for side, v in sorted(r["steps"].items())
+        ),
+    ),
+    # -- export and inference ----------------------------------------------------------------------
+    Figure(
+        "Inference",
+        "compact encoder images/s, batch 1 / 32: PyTorch eager, ONNX Runtime fp32, INT8",
+        "export",
+        lambda r: "eager {} / {}, ORT fp32 {} / {}, INT8 {} / {}".format(
+            *(
+                _rate(r["compact"][f"{k}_{b}_images_per_s"])
+                for k in ("pytorch_eager", "onnxruntime_fp32", "onnxruntime_int8")
+                for b in ("b1", "b32")
+            )
+        ),
+        readme=True,
+    ),
+    Figure(
+        "Inference",
+        "ResNet-18 (32 px) images/s, batch 1 / 32: PyTorch eager, ONNX Runtime fp32, INT8",
+        "export",
+        lambda r: (
+            "eager {} / {}, ORT fp32 {} / {}, INT8 {} / {}".format(
+                *(
+                    _rate(r["resnet18"][f"{k}_{b}_images_per_s"])
+                    for k in ("pytorch_eager", "onnxruntime_fp32", "onnxruntime_int8")
+                    for b in ("b1", "b32")
+                )
+            )
+            if "resnet18" in r
+            else "not measured"
+        ),
+    ),
+    # -- search ------------------------------------------------------------------------------------
+    Figure(
+        "Search quality",
+        "reverse image search on CIFAR-10 test, top-1 per edit, as the server answers",
+        "search_quality",
+        lambda r: (
+            f"mean **{r['ours_mean']:.4f}** (pHash {r['phash_mean']:.3f}); "
+            + _per_edit(r["ours"])
+            + f" ({r['queries']:,} queries per edit over {r['indexed']:,} images)"
+        ),
+        readme=True,
+    ),
+    Figure(
+        "Search quality",
+        "the same, pHash",
+        "search_quality",
+        lambda r: _per_edit(r["phash"]),
+    ),
+    # -- service -----------------------------------------------------------------------------------
+    Figure(
+        "Service",
+        "gRPC Embed, 16 images per call, 8 / 32 clients (share of in-process ONNX Runtime)",
+        "service",
+        lambda r: (
+            f"{_rate(r['grpc_images_per_s_8_clients_16_per_call'])} / "
+            f"{_rate(r['grpc_images_per_s_32_clients_16_per_call'])} images/s "
+            f"({r['grpc_vs_in_process_32_batched']:.2f} of {_rate(r['in_process_images_per_s'])} "
+            "in-process at 32)"
+        ),
+        readme=True,
+    ),
+    Figure(
+        "Service",
+        "gRPC Embed, one image per call, 1 / 8 / 32 clients",
+        "service",
+        lambda r: (
+            " / ".join(_rate(r[f"grpc_images_per_s_{n}_clients"]) for n in (1, 8, 32))
+            + f" images/s ({r['grpc_vs_in_process_32']:.2f} of in-process at 32)"
+        ),
+    ),
+    Figure(
+        "Service",
+        "gRPC EmbedStream, one image per message, 1 / 8 / 32 clients",
+        "service",
+        lambda r: (
+            " / ".join(_rate(r[f"grpc_stream_images_per_s_{n}_clients"]) for n in (1, 8, 32))
+            + f" images/s ({r['grpc_vs_in_process_32_stream']:.2f} of in-process at 32)"
+        ),
+    ),
+    Figure(
+        "Service",
+        "latency at 100 requests/s, p50 / p99: Embed; Search by vector; Search by image",
+        "service",
+        lambda r: "; ".join(
+            f"{r[k]['p50_ms']:.1f} / {r[k]['p99_ms']:.1f} ms"
+            for k in ("embed_latency", "search_latency", "search_image_latency")
+        ),
+        readme=True,
+    ),
+    Figure(
+        "Service",
+        "Search by vector, 8 clients",
+        "service",
+        lambda r: (
+            f"{_rate(r['search_qps_8_clients'])} queries/s over "
+            f"{r['indexed_vectors']:,} vectors ({r['search_index']['kind']})"
+        ),
+    ),
+    Figure(
+        "Service",
+        "`simclr index` end to end (share of the model alone)",
+        "service",
+        lambda r: f"{_rate(r['index_images_per_s'])} images/s ({r['index_vs_model_only']:.2f})",
+        readme=True,
+    ),
+    Figure(
+        "Service",
+        "server resident memory",
+        "service",
+        lambda r: f"{r['server_rss_mb']:.0f} MB with {r['indexed_vectors']:,} vectors",
+    ),
+    Figure(
+        "Service",
+        "Python gRPC alone (echo, 1.5 KB): CPU per message at 32 clients, unary / stream",
+        "grpc_transport",
+        lambda r: f"{r['unary_cpu_ms_per_message']:.2f} / {r['stream_cpu_ms_per_message']:.2f} ms",
+    ),
+    # -- index -------------------------------------------------------------------------------------
+    Figure(
+        "Index",
+        "vector index at recall@10 >= target: recall, queries/s one at a time (1 thread), "
+        "bytes per vector",
+        "index",
+        lambda r: (
+            f"{r['n']:,} x {r['dim']}: "
+            + "; ".join(
+                f"{kind} {v['recall_at_10']:.3f}, {_rate(v['qps_single_1t'])} q/s, "
+                f"{v['bytes_per_vector']:.0f} B"
+                for kind, v in r["results"].items()
+            )
+        ),
+    ),
+    Figure(
+        "Index",
+        "durable adds (SQLite WAL + fsync per batch of 1,000, then FAISS)",
+        "index",
+        lambda r: f"{_rate(r['durable_adds_per_s'])} vectors/s",
+    ),
+    # -- denoiser ----------------------------------------------------------------------------------
+    Figure(
+        "Denoiser",
+        "Kodak24, blind, mean PSNR (dB) by sigma: ours / 4-pass ensemble / non-local means",
+        "denoise",
+        lambda r: (
+            f"sigma {_sigmas(r, 'Kodak24')}: {_denoise(r, 'Kodak24', 'ours_blind')} / "
+            f"{_denoise(r, 'Kodak24', 'ours_blind_x4')} / {_denoise(r, 'Kodak24', 'nlm')} "
+            f"(published CBM3D {_denoise(r, 'Kodak24', 'published_CBM3D')})"
+        ),
+        readme=True,
+    ),
+    Figure(
+        "Denoiser",
+        "CBSD68, blind, mean PSNR (dB) by sigma: ours / 4-pass ensemble / non-local means",
+        "denoise",
+        lambda r: (
+            f"sigma {_sigmas(r, 'CBSD68')}: {_denoise(r, 'CBSD68', 'ours_blind')} / "
+            f"{_denoise(r, 'CBSD68', 'ours_blind_x4')} / {_denoise(r, 'CBSD68', 'nlm')} "
+            f"(published CBM3D {_denoise(r, 'CBSD68', 'published_CBM3D')})"
+        ),
+    ),
+    Figure(
+        "Denoiser",
+        "against CBM3D run here on the same images (dB): ours / ensemble / CBM3D, Kodak24 by sigma",
+        "denoise",
+        lambda r: (
+            f"{_denoise(r, 'Kodak24', 'ours_blind_subset')} / "
+            f"{_denoise(r, 'Kodak24', 'ours_blind_x4_subset')} / "
+            f"{_denoise(r, 'Kodak24', 'cbm3d_subset')}"
+        ),
+    ),
+    Figure(
+        "Denoiser",
+        "seconds per image: ONNX Runtime, 4-pass ensemble, CBM3D",
+        "denoise",
+        lambda r: (
+            f"{r['speed']['onnxruntime_seconds']:.3f} / "
+            f"{r['speed']['onnxruntime_x4_seconds']:.3f} / {r['speed']['cbm3d_seconds']:.1f} s at "
+            f"{r['speed']['size']} px ({r['speed']['onnx_speedup_vs_cbm3d']:.0f}x CBM3D)"
+        ),
+    ),
+    Figure(
+        "Denoiser",
+        "clean photos in, blind: PSNR of the output against the input (largest colour shift)",
+        "denoise",
+        lambda r: "; ".join(
+            f"{name} {v['psnr']:.1f} dB ({v['max_colour_shift']:.2f} levels)"
+            for name, v in r["clean_input"].items()
+        ),
+    ),
+    Figure(
+        "Denoiser",
+        "a 16 px mirrored border, sigma 25 blind (dB without / with)",
+        "denoise_border",
+        lambda r: "; ".join(
+            f"{name} {v['0']:.2f} / {v['16']:.2f}" for name, v in r["psnr"].items()
+        ),
+    ),
+]
