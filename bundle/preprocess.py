@@ -1,78 +1,56 @@
 """Image bytes -> model input: defined once, used by training, indexing and queries alike.
 
-``decode_square`` turns encoded bytes (JPEG, PNG, WebP, BMP) into ``size x size`` RGB uint8: the
-shorter side is resized to ``size`` (bicubic) and the centre is cropped. Training decodes its library
-this way (the decoded-image cache); the served encoder gets exactly the same pixels through
+``decode_square`` turns encoded bytes (decoded upright by :mod:`bundle.decode`) into
+``size x size`` RGB uint8: the shorter side is resized to ``size`` (bicubic) and the centre is
+cropped. Training decodes its library this way (the decoded-image cache); the served encoder gets exactly the same pixels through
 :func:`encoder_input`, with the mean and std that the bundle's manifest records. numpy and Pillow
 only: the server imports this without torch.
 """
 
 from __future__ import annotations
 
-import io
-import warnings
-
 import numpy as np
 from PIL import Image
+
+from simclr_search.bundle.decode import (
+    ALLOWED_FORMATS,
+    FORMAT_NAMES,
+    MAX_PIXELS,
+    ImageDecodeError,
+    decode_rgb,
+    orientation_is_upright,
+)
 
 try:  # libjpeg-turbo without Pillow's per-image Python overhead: ~12 us vs ~95 us per 32 px JPEG
     import simplejpeg
 except ImportError:  # optional: Pillow decodes everything, the same pixels, only slower
     simplejpeg = None
 
-#: Formats we accept: an allow-list, so a renamed PDF or an exotic codec is reported, not decoded.
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "MPO"})
-#: Decompression-bomb guard: images larger than this many pixels are refused before decoding.
-MAX_PIXELS = 64_000_000
+__all__ = [
+    "ALLOWED_FORMATS",
+    "FORMAT_NAMES",
+    "MAX_PIXELS",
+    "RESIZE_POLICY",
+    "ImageDecodeError",
+    "decode_full",
+    "decode_square",
+    "encoder_input",
+    "normalize",
+]
+
 #: The resize policy :func:`decode_square` implements, as the manifest names it.
 RESIZE_POLICY = "shorter-side-bicubic-center-crop"
-
-
-class ImageDecodeError(ValueError):
-    """The bytes are not an image we can use; the message says why."""
-
-
-def _decode_rgb(data: bytes, max_pixels: int, draft: int = 0) -> Image.Image:
-    """The checked decode every path shares: allow-listed format, pixel limit before decoding,
-    decompression bombs and broken files reported as :class:`ImageDecodeError`. ``draft`` > 0 lets
-    libjpeg scale by 1/2, 1/4, 1/8 while decoding when the result will be that small anyway."""
-    if not data:
-        raise ImageDecodeError("empty file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            if image.format not in ALLOWED_FORMATS:
-                raise ImageDecodeError(
-                    f"format {image.format!r} is not one of {sorted(ALLOWED_FORMATS)}"
-                )
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageDecodeError(f"{width}x{height} pixels is over the limit of {max_pixels}")
-            if draft and image.format == "JPEG":
-                image.draft("RGB", (draft, draft))
-            return image.convert("RGB")
-    except ImageDecodeError:
-        raise
-    except (
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as exc:
-        raise ImageDecodeError(f"cannot decode image: {exc}") from exc
 
 
 def _fast_jpeg(data: bytes, max_pixels: int, size: int = 0) -> np.ndarray | None:
     """``(H, W, 3)`` uint8 through simplejpeg, or None where Pillow must decide.
 
-    Only baseline colour/grey JPEGs that need no DCT downscaling (``draft``) take this path; their
-    pixels equal Pillow's (the same libjpeg-turbo, accurate DCT, fancy upsampling; tested). CMYK,
-    scaled decodes, anything simplejpeg rejects (truncated, corrupt) go to Pillow, which gives the
-    error message.
+    Only baseline colour/grey JPEGs without EXIF (so upright) that need no DCT downscaling take
+    this path; their pixels equal Pillow's (the same libjpeg-turbo, accurate DCT, fancy upsampling;
+    tested). CMYK, scaled decodes, anything simplejpeg rejects (truncated, corrupt) go to Pillow,
+    which gives the error message.
     """
-    if simplejpeg is None or not data.startswith(b"\xff\xd8"):
+    if simplejpeg is None or not data.startswith(b"\xff\xd8") or not orientation_is_upright(data):
         return None
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
@@ -97,7 +75,7 @@ def decode_full(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     fast = _fast_jpeg(data, max_pixels)
     if fast is not None:
         return fast
-    return np.asarray(_decode_rgb(data, max_pixels), dtype=np.uint8)
+    return np.asarray(decode_rgb(data, max_pixels), dtype=np.uint8)
 
 
 def decode_square(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -111,7 +89,7 @@ def decode_square(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> np.nd
     fast = _fast_jpeg(data, max_pixels, size)
     if fast is not None and fast.shape[:2] == (size, size):
         return fast  # already the model's size (a thumbnail library): nothing to resize
-    image = Image.fromarray(fast) if fast is not None else _decode_rgb(data, max_pixels, size)
+    image = Image.fromarray(fast) if fast is not None else decode_rgb(data, max_pixels, size)
     scale = size / min(image.size)
     new_w = max(size, round(image.size[0] * scale))
     new_h = max(size, round(image.size[1] * scale))

@@ -21,7 +21,10 @@ from pathlib import Path, PurePosixPath
 
 from simclr_search.bundle.tar_reader import READ_ERRORS, NotSimpleTar, iter_members, open_tar
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif"}
+    | {".heic", ".heif", ".hif"}
+)
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 #: Files larger than this are not images we want to hold in memory; they are skipped and reported.
 MAX_FILE_BYTES = 64 * 1024 * 1024

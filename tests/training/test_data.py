@@ -126,7 +126,7 @@ def test_decode_refuses_bombs_and_unknown_formats() -> None:
     with pytest.raises(ImageDecodeError, match="cannot decode"):
         decode_square(b"GIF89a not quite", 32)
     buffer = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(buffer, "GIF")
+    Image.new("RGB", (8, 8)).save(buffer, "PCX")
     with pytest.raises(ImageDecodeError, match="format"):
         decode_square(buffer.getvalue(), 32)
     # A 1-bit PNG declaring 10000 x 10000 pixels: refused from its header, never decoded.

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from simclr_search.bundle.preprocess import ImageDecodeError, decode_square
 from simclr_search.bundle.sources import ImageRecord, iter_image_bytes, list_source_files
 
-DECODER_VERSION = 1
+DECODER_VERSION = 2  # 2: EXIF orientation applied, 16-bit scaled, alpha on white
 
 
 def default_cache_dir() -> Path:
