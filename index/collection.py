@@ -22,7 +22,14 @@ from typing import Any
 import numpy as np
 
 from simclr_search.index import planner
-from simclr_search.index.checks import MAX_K, as_vectors, check_ids, check_k
+from simclr_search.index.checks import (
+    MAX_K,
+    as_vectors,
+    check_ids,
+    check_k,
+    check_uri,
+    metadata_text,
+)
 from simclr_search.index.errors import InvalidArgument, NotFound, StorageFailure
 from simclr_search.index.hits import Hit, exact_search, to_hits
 from simclr_search.index.metadata import Item, MetadataStore, NewItem, check_filter
@@ -169,6 +176,8 @@ class Collection:
                     f"vector of id {item.external_id!r} has dimension {row.shape[0]}; "
                     f"collection {self.name!r} has dimension {self.config.dim}"
                 )
+            check_uri(item.uri, item.external_id)
+            metadata_text(item.metadata, item.external_id)
             if not isinstance(item.signature, bytes) or len(item.signature) > MAX_SIGNATURE_BYTES:
                 raise InvalidArgument(
                     f"signature of id {item.external_id!r} must be bytes, at most "

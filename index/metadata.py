@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from simclr_search.index.checks import metadata_text
 from simclr_search.index.errors import InvalidArgument, StorageFailure
 
 SCHEMA = """
@@ -225,7 +226,7 @@ class MetadataStore:
                         item.external_id,
                         item.uri,
                         item.content_hash,
-                        json.dumps(item.metadata) if item.metadata else "{}",
+                        metadata_text(item.metadata, item.external_id),
                         np.ascontiguousarray(item.vector, dtype=np.float32).tobytes(),
                         now,
                         now,
@@ -364,13 +365,16 @@ class MetadataStore:
         return found
 
     def ids_matching(self, field: str, value: Any) -> np.ndarray:
-        """Internal ids whose metadata has ``field`` (dotted path) equal to ``value``."""
+        """Internal ids whose metadata has ``field`` (dotted path) equal to ``value``. A row whose
+        metadata SQLite cannot parse (NaN written by a release before writes were checked) matches
+        nothing rather than failing the whole search."""
         check_filter(field, value)
         sql_value = int(value) if isinstance(value, bool) else value
         rows = (
             self._reader()
             .execute(
-                "SELECT id FROM items WHERE json_extract(metadata, ?) = ?",
+                "SELECT id FROM items"
+                " WHERE CASE WHEN json_valid(metadata) THEN json_extract(metadata, ?) END = ?",
                 (f"$.{field}", sql_value),
             )
             .fetchall()

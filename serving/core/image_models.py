@@ -18,7 +18,7 @@ import numpy as np
 
 from simclr_search.bundle.runtime import Decoder, Denoiser
 from simclr_search.serving.core.errors import BadRequest, MissingModel
-from simclr_search.serving.core.images import ImageLimits, decode_rgb, encode_png
+from simclr_search.serving.core.images import ImageLimits, check_header, decode_rgb, encode_png
 
 
 class ImageModels:
@@ -63,6 +63,9 @@ class ImageModels:
             raise BadRequest(
                 f"noise_sigma must be between 0 and 255 on the 0-255 scale (0 = unknown), got {sigma}"
             )
+        check_header(
+            image, self.denoise_limits
+        )  # refuse an oversize image now, not after the queue
         loop = asyncio.get_running_loop()
         pixels = await loop.run_in_executor(self._pool, decode_rgb, image, self.denoise_limits)
         gone = threading.Event()  # set when the caller cancels or its deadline passes

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from simclr_search.bundle.decode import probe
 from simclr_search.bundle.preprocess import (
-    ALLOWED_FORMATS,
+    FORMAT_NAMES,
     ImageDecodeError,
     decode_full,
     decode_square,
@@ -36,7 +37,13 @@ def decode_rgb(data: bytes, limits: ImageLimits) -> np.ndarray:
     return _checked(lambda: decode_full(data, limits.max_pixels), data, limits)
 
 
-def _checked(decode, data: bytes, limits: ImageLimits) -> np.ndarray:
+def check_header(data: bytes, limits: ImageLimits) -> None:
+    """The byte and pixel limits from the header alone, for a request that would otherwise wait in
+    a queue (Denoise) before being refused."""
+    _checked(lambda: probe(data, limits.max_pixels), data, limits)
+
+
+def _checked(decode, data: bytes, limits: ImageLimits):
     if not data:
         raise InvalidImage("the image is empty (0 bytes)")
     if len(data) > limits.max_bytes:
@@ -44,9 +51,7 @@ def _checked(decode, data: bytes, limits: ImageLimits) -> np.ndarray:
     try:
         return decode()
     except ImageDecodeError as exc:
-        raise InvalidImage(
-            f"{exc} (accepted formats: {', '.join(sorted(ALLOWED_FORMATS - {'MPO'}))})"
-        ) from exc
+        raise InvalidImage(f"{exc} (accepted formats: {FORMAT_NAMES})") from exc
 
 
 def encode_png(pixels: np.ndarray) -> bytes:

@@ -24,15 +24,23 @@ import numpy as np
 from simclr_search.bundle.manifest import Manifest, load_manifest
 from simclr_search.bundle.preprocess import normalize
 from simclr_search.bundle.runtime import Decoder, Denoiser, Encoder
-from simclr_search.index.checks import MAX_K
+from simclr_search.index.checks import (
+    MAX_K,
+    MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
+    check_ids,
+    check_uri,
+    metadata_text,
+)
 from simclr_search.index.collection import CollectionConfig
+from simclr_search.index.errors import InvalidArgument
 from simclr_search.index.faiss_loader import configure_threads
 from simclr_search.index.hits import Hit
 from simclr_search.index.metadata import Item, NewItem
 from simclr_search.index.store import Store
 from simclr_search.serving.core.batcher import MicroBatcher
 from simclr_search.serving.core.config import ServiceConfig
-from simclr_search.serving.core.errors import BadRequest, InvalidImage
+from simclr_search.serving.core.errors import BadRequest
 from simclr_search.serving.core.image_models import ImageModels
 from simclr_search.serving.core.request_images import RequestImages
 from simclr_search.serving.core.tie_break import (
@@ -61,16 +69,53 @@ class IndexOutcome:
     error: str = ""
 
 
-def parse_metadata(text: str) -> dict[str, Any]:
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON (use null or a string)")
+
+
+def parse_metadata(text: str, item_id: str = "") -> dict[str, Any]:
+    """``metadata_json`` -> a dict the store accepts, or :class:`BadRequest` saying why not:
+    not JSON, NaN/Infinity (Python's parser takes them; SQLite and other clients do not), not an
+    object, too large or nested too deep (``index.checks`` limits)."""
     if not text:
         return {}
+    where = f" of id {item_id!r}" if item_id else ""
+    if len(text) > MAX_METADATA_BYTES:  # characters >= bytes / 4: a cheap bound before parsing
+        size = len(text.encode("utf-8"))
+        if size > MAX_METADATA_BYTES:
+            raise BadRequest(
+                f"metadata_json{where} is {size} bytes; the limit is {MAX_METADATA_BYTES}"
+            )
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_not_json)
+    except RecursionError as exc:
+        raise BadRequest(
+            f"metadata_json{where} nests deeper than {MAX_METADATA_DEPTH} levels"
+        ) from exc
     except ValueError as exc:
-        raise BadRequest(f"metadata_json is not valid JSON: {exc}") from exc
+        raise BadRequest(f"metadata_json{where} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
-        raise BadRequest("metadata_json must be a JSON object")
+        raise BadRequest(f"metadata_json{where} must be a JSON object")
+    try:
+        metadata_text(value, item_id)
+    except InvalidArgument as exc:
+        raise BadRequest(str(exc).replace("metadata", "metadata_json", 1)) from exc
     return value
+
+
+def _runs_without_repeats(batch: list[tuple[str, bytes, str, str]]):
+    """``batch`` cut, in order, into runs in which no (non-empty) id appears twice."""
+    run: list[tuple[str, bytes, str, str]] = []
+    ids: set[str] = set()
+    for entry in batch:
+        if entry[0] and entry[0] in ids:
+            yield run
+            run, ids = [], set()
+        run.append(entry)
+        if entry[0]:
+            ids.add(entry[0])
+    if run:
+        yield run
 
 
 class SearchService:
@@ -291,34 +336,43 @@ class SearchService:
     ) -> list[IndexOutcome]:
         """Index ``(id, image bytes, uri, metadata_json)``; duplicates by content hash are skipped.
 
-        Per-item results: one bad image fails only itself.
+        Per-item results: a bad image, id, uri or metadata fails only itself. An id sent twice is
+        indexed in order (the later replaces the earlier), as two separate calls would do.
         """
         col = self._collection(collection)
+        outcomes: list[IndexOutcome] = []
+        for run in _runs_without_repeats(batch):
+            outcomes.extend(await self._index_run(col, run))
+        return outcomes
+
+    async def _index_run(self, col, batch: list[tuple[str, bytes, str, str]]) -> list[IndexOutcome]:
         hashes = [hashlib.sha256(data).hexdigest() for _, data, _, _ in batch]
         # Signed only: an image indexed before thumbnails were stored counts as new, so indexing the
         # library again gives it one (re-embedding it once) instead of skipping it for good.
         known = await self._store(col.known_hashes, hashes, True)
         outcomes: list[IndexOutcome | None] = [None] * len(batch)
-        fresh = []
-        for i, ((item_id, _, _, _), digest) in enumerate(zip(batch, hashes, strict=True)):
-            if digest in known:
-                outcomes[i] = IndexOutcome(item_id or digest, "duplicate")
-            else:
-                known.add(digest)  # a second copy inside this batch is a duplicate too
-                fresh.append(i)
-        decoded = await self.requests.decode_each([batch[i][1] for i in fresh])
-        todo = []
-        for i, pixels in zip(fresh, decoded, strict=True):
-            item_id, _, uri, meta_text = batch[i]
-            item_id = item_id or hashes[i]
+        fresh: list[tuple[int, str, dict[str, Any]]] = []
+        for i, ((item_id, _, uri, meta_text), digest) in enumerate(zip(batch, hashes, strict=True)):
+            item_id = item_id or digest
             try:
-                metadata = parse_metadata(meta_text)
-                if isinstance(pixels, Exception):
-                    raise pixels
-            except (InvalidImage, BadRequest) as exc:
+                check_ids([item_id])
+                check_uri(uri, item_id)
+                metadata = parse_metadata(meta_text, item_id)
+            except (InvalidArgument, BadRequest) as exc:
                 outcomes[i] = IndexOutcome(item_id, "failed", str(exc))
                 continue
-            todo.append((i, item_id, pixels, uri, hashes[i], metadata))
+            if digest in known:
+                outcomes[i] = IndexOutcome(item_id, "duplicate")
+            else:
+                known.add(digest)  # a second copy inside this batch is a duplicate too
+                fresh.append((i, item_id, metadata))
+        decoded = await self.requests.decode_each([batch[i][1] for i, _, _ in fresh])
+        todo = []
+        for (i, item_id, metadata), pixels in zip(fresh, decoded, strict=True):
+            if isinstance(pixels, Exception):
+                outcomes[i] = IndexOutcome(item_id, "failed", str(pixels))
+                continue
+            todo.append((i, item_id, pixels, batch[i][2], hashes[i], metadata))
         if todo:
             pixels = np.stack([t[2] for t in todo])
             vectors = await self.embed_pixels(pixels)

@@ -1,8 +1,10 @@
 """Start-up and shutdown of the gRPC server (``simclr serve``).
 
-Order: health NOT_SERVING -> listen -> load bundle and open store -> SERVING. On SIGTERM/SIGINT:
-NOT_SERVING -> stop accepting, let in-flight calls finish (grace period) -> snapshot the index ->
-exit. Configuration: flags, each with an environment variable (``SIMCLR_<FLAG>``) and a default
+Order: health NOT_SERVING -> listen (gRPC, then metrics) -> load bundle and open store -> SERVING.
+On SIGTERM/SIGINT: NOT_SERVING -> stop accepting, let in-flight calls finish (up to the grace
+period; open health watches do not count and are ended once the calls are done) -> snapshot the
+index -> exit. A start-up failure (port taken, store not writable, bad bundle) is one line on
+stderr and exit status 1. Configuration: flags, each with an environment variable (``SIMCLR_<FLAG>``) and a default
 that works out of the box.
 """
 
@@ -12,12 +14,15 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
+from simclr_search.bundle.manifest import BundleError
+from simclr_search.index.errors import StoreError
 from simclr_search.protos.simclr.v1 import search_pb2, search_pb2_grpc
 from simclr_search.serving.core.config import ServiceConfig
 from simclr_search.serving.core.service import SearchService
@@ -30,11 +35,21 @@ from simclr_search.serving.server.interceptors import (
     LimitAndMetricsInterceptor,
 )
 from simclr_search.serving.server.servicer import ImageSearchServicer
-from simclr_search.serving.server.settings import ServerOptions, config_from_args
+from simclr_search.serving.server.settings import (
+    ServerOptions,
+    bearer_token,
+    config_from_args,
+    host_of,
+)
 
 log = logging.getLogger("simclr.serve")
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["ImageSearch"].full_name
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+class StartupError(Exception):
+    """The server could not start; the message says what to change."""
 
 
 class RunningServer:
@@ -56,6 +71,7 @@ class RunningServer:
             grace,
         )
         self._metrics_task: asyncio.Task | None = None
+        self._metrics_server = None
 
     def server_in_flight(self) -> int:
         """RPCs being served now (health and reflection excluded)."""
@@ -75,11 +91,27 @@ class RunningServer:
             await self.health.set(name, status)
 
     async def stop(self) -> None:
-        """Graceful: NOT_SERVING first, then finish in-flight calls, then persist the index."""
+        """Graceful: NOT_SERVING first, then finish in-flight calls, then persist the index.
+
+        ``grpc.aio.Server.stop(grace)`` waits for every open call, and a health ``Watch`` stream
+        (what Kubernetes probes and load balancers hold open) never ends by itself: it would hold
+        shutdown for the whole grace period. So we wait for our own calls only (the interceptor
+        counts them; health and reflection excluded), then end the rest at once.
+        """
         await self.begin_shutdown()
-        await self.server.stop(self.grace)
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.ensure_future(self.server.stop(self.grace))
+        deadline = loop.time() + self.grace
+        while self.limiter.in_flight > 0 and loop.time() < deadline and not stopping.done():
+            await asyncio.sleep(0.02)
+        if not stopping.done():
+            await self.server.stop(0)  # the most restrictive grace wins: ends watches now
+        await stopping
         if self._metrics_task is not None:
             self._metrics_task.cancel()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
         await self.service.stop()
 
 
@@ -87,15 +119,16 @@ async def start_server(config: ServiceConfig, options: ServerOptions) -> Running
     """Listen (NOT_SERVING), load the models and the store, then report SERVING."""
     running = await create_server(config, options)
     try:
+        if options.metrics_port:
+            running._metrics_server = _start_metrics(options)
         await running.load()
     except BaseException:
         await running.server.stop(0)
+        if running._metrics_server is not None:
+            running._metrics_server.server_close()
         await running.service.stop()  # threads and files of whatever had loaded
         raise
-    if options.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(options.metrics_port)
+    if running._metrics_server is not None:
         running._metrics_task = asyncio.get_running_loop().create_task(
             _export_gauges(running.service)
         )
@@ -112,8 +145,9 @@ async def create_server(config: ServiceConfig, options: ServerOptions) -> Runnin
     """A listening server that answers health checks with NOT_SERVING until :meth:`RunningServer.load`."""
     limiter = LimitAndMetricsInterceptor(options.max_concurrent)
     interceptors: list[grpc.aio.ServerInterceptor] = [limiter]
-    if options.token:
-        interceptors.insert(0, AuthInterceptor(options.token))
+    token = bearer_token(options)
+    if token:
+        interceptors.insert(0, AuthInterceptor(token))
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
@@ -125,24 +159,61 @@ async def create_server(config: ServiceConfig, options: ServerOptions) -> Runnin
     search_pb2_grpc.add_ImageSearchServicer_to_server(ImageSearchServicer(service), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, reflection.SERVICE_NAME, health.SERVICE_NAME), server
-    )
+    _enable_reflection(server)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    if options.tls_cert:
-        credentials = grpc.ssl_server_credentials(
-            [(Path(options.tls_key).read_bytes(), Path(options.tls_cert).read_bytes())]
-        )
-        port = server.add_secure_port(options.address, credentials)
-    else:
-        port = server.add_insecure_port(options.address)
+    try:
+        if options.tls_cert:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(options.tls_key).read_bytes(), Path(options.tls_cert).read_bytes())]
+            )
+            port = server.add_secure_port(options.address, credentials)
+        else:
+            port = server.add_insecure_port(options.address)
+    except RuntimeError:  # grpc raises this when the port cannot be bound
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {options.address}")
+        raise StartupError(
+            f"cannot listen for gRPC on {options.address} (in use, or not an address of this "
+            "machine); choose another --address"
+        )
     await server.start()
     running = RunningServer(server, service, health_servicer, port, options.grace_seconds)
     running.limiter = limiter
     return running
+
+
+def _enable_reflection(server: grpc.aio.Server) -> None:
+    """Server reflection under both names clients ask for: ``v1alpha`` (grpcio-reflection's) and
+    ``v1`` (what grpcurl and Postman try first). The two protos are the same messages in another
+    package, so one servicer answers both, the v1 method registered with v1alpha's codecs."""
+    names = (SERVICE_NAME, REFLECTION_V1, reflection.SERVICE_NAME, health.SERVICE_NAME)
+    servicer = reflection.aio.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": v1}),)
+    )
+
+
+def _start_metrics(options: ServerOptions):
+    """Prometheus ``/metrics`` on ``--metrics-host`` (default: the gRPC host) and
+    ``--metrics-port``; a taken port is a :class:`StartupError` that names it."""
+    from prometheus_client import start_http_server
+
+    host = options.metrics_host or host_of(options.address) or "0.0.0.0"
+    try:
+        metrics_server, _ = start_http_server(options.metrics_port, addr=host)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve metrics on {host}:{options.metrics_port}: {exc.strerror or exc}; "
+            "choose another --metrics-port (0 turns metrics off)"
+        ) from exc
+    return metrics_server
 
 
 def _observe_batch(rows: int, seconds: float) -> None:
@@ -177,5 +248,16 @@ def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
         use_json_logs()
     config, options = config_from_args(args)
-    asyncio.run(serve_forever(config, options))
+    try:
+        asyncio.run(serve_forever(config, options))
+    except (StartupError, StoreError, BundleError, OSError) as exc:
+        print(f"simclr serve: cannot start: {_one_line(exc)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error and what it was about, on one line (an OSError names its file)."""
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -104,18 +104,27 @@ def _wrap(
     return handler
 
 
+def bearer_credentials(header: str | bytes) -> bytes:
+    """The token of an ``authorization`` value ``Bearer <token>``; the scheme is case-insensitive
+    (RFC 6750 section 2.1 via RFC 7235), b"" for any other scheme."""
+    if isinstance(header, bytes):
+        header = header.decode("latin-1")
+    scheme, _, credentials = header.strip().partition(" ")
+    return credentials.strip().encode() if scheme.lower() == "bearer" else b""
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Requires ``authorization: Bearer <token>`` metadata; UNAUTHENTICATED otherwise."""
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
 
     async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
         handler = await continuation(details)
         if handler is None or details.method.startswith(OPEN_PREFIXES):
             return handler
-        given = dict(details.invocation_metadata or ()).get("authorization", "")
-        if not hmac.compare_digest(given.encode(), self._expected):
+        given = bearer_credentials(dict(details.invocation_metadata or ()).get("authorization", ""))
+        if not given or not hmac.compare_digest(given, self._expected):
             return _abort_handler(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "missing or wrong bearer token: send metadata 'authorization: Bearer <token>'",

@@ -170,7 +170,7 @@ class ImageSearchServicer(pb_grpc.ImageSearchServicer):
                     image=item.image.data if which == "image" else None,
                     embedding=_vector(item.embedding) if which == "embedding" else None,
                     uri=item.uri,
-                    metadata=parse_metadata(item.metadata_json),
+                    metadata=parse_metadata(item.metadata_json, item.id),
                 )
             )
         return pb.UpsertResponse(ids=await self.service.upsert(request.collection, items))

@@ -171,3 +171,55 @@ def test_denoise_rpc(denoiser_bundle, tmp_path: Path, loop_thread) -> None:
                 assert words in info.value.details()
     finally:
         loop_thread.run(running.stop())
+
+
+def test_oversize_denoise_is_refused_at_once_behind_a_running_one(
+    denoiser_bundle, tmp_path: Path, loop_thread
+) -> None:
+    """Limits are read from the header before a Denoise queues behind another (they share one
+    model thread): the refusal must come while the first call is still running."""
+    import threading
+    import time
+
+    from simclr_search.serving.client import Client
+    from simclr_search.serving.server.app import start_server
+    from simclr_search.serving.server.settings import ServerOptions
+    from tests.serving.conftest import make_config
+
+    def png(side: int) -> bytes:
+        rng = np.random.default_rng(side)
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    bundle, _ = denoiser_bundle
+    limit = 1600 * 1600
+    running = loop_thread.run(
+        start_server(
+            make_config(bundle, tmp_path / "store", max_denoise_pixels=limit),
+            ServerOptions(address="127.0.0.1:0", metrics_port=0),
+        )
+    )
+    big, oversize = png(1500), png(1700)
+    finished: dict[str, float] = {}
+    try:
+        with Client(f"127.0.0.1:{running.port}") as client:
+
+            def run_big() -> None:
+                client.denoise(big, 25.0)
+                finished["big"] = time.perf_counter()
+
+            worker = threading.Thread(target=run_big)
+            started = time.perf_counter()
+            worker.start()
+            time.sleep(0.3)
+            with pytest.raises(grpc.RpcError) as info:
+                client.denoise(oversize, 0.0)
+            refused = time.perf_counter()
+            worker.join(120)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"over the limit of {limit}" in info.value.details()
+        assert finished["big"] - started > 0.6, "the first Denoise was too quick to queue behind"
+        assert refused < finished["big"], "the refusal waited for the running Denoise"
+    finally:
+        loop_thread.run(running.stop())
