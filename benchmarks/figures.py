@@ -135,6 +135,54 @@ FIGURES: list[Figure] = [
         "search_quality",
         lambda r: _per_edit(r["phash"]),
     ),
+    Figure(
+        "Copy detection",
+        "photos, edited copies of 19 families among distractors, through the server: micro-AP / "
+        "recall at 90% precision / mean top-1 (worst family); pHash; PDQ",
+        "copy_detection",
+        lambda r: (
+            f"**{r['ours']['micro_ap']:.3f} / {r['ours']['recall_at_p90']:.3f} / "
+            f"{r['ours']['mean_top1']:.3f}** ({r['ours']['min_top1']:.2f}); pHash "
+            f"{r['phash']['micro_ap']:.3f} / {r['phash']['recall_at_p90']:.3f} / "
+            f"{r['phash']['mean_top1']:.3f}; PDQ {r['pdq']['micro_ap']:.3f} / "
+            f"{r['pdq']['recall_at_p90']:.3f} / {r['pdq']['mean_top1']:.3f} "
+            f"({r['queries']:,} queries, {r['negative_queries']:,} without a match, "
+            f"{r['indexed']:,} indexed)"
+        ),
+        readme=True,
+    ),
+    Figure(
+        "Copy detection",
+        "top-1 per edit family: ours",
+        "copy_detection",
+        lambda r: _per_edit(r["ours"]["top1"]),
+    ),
+    Figure(
+        "Copy detection",
+        "top-1 per edit family: pHash / PDQ",
+        "copy_detection",
+        lambda r: "; ".join(
+            f"{f} {r['phash']['top1'][f]:.2f} / {r['pdq']['top1'][f]:.2f}"
+            for f in r["phash"]["top1"]
+        ),
+    ),
+    Figure(
+        "Copy detection",
+        "is_copy at the calibrated threshold: precision / recall",
+        "copy_detection",
+        lambda r: f"{r['is_copy_precision']:.3f} / {r['is_copy_recall']:.3f}",
+    ),
+    Figure(
+        "Copy detection",
+        "12-megapixel JPEGs: Search by image p50 / p95; IndexImages photos/s; store bytes per photo",
+        "copy_detection",
+        lambda r: (
+            f"{r['search_ms_12mp_p50']:.0f} / {r['search_ms_12mp_p95']:.0f} ms; "
+            f"{r['index_12mp_photos_per_s']:.1f} photos/s; {r['store_bytes_per_item']:,} B on disk "
+            f"({r['index_ram_bytes_per_item']} B of vectors in RAM)"
+        ),
+        readme=True,
+    ),
     # -- service -----------------------------------------------------------------------------------
     Figure(
         "Service",

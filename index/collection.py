@@ -46,7 +46,7 @@ __all__ = ["MAX_K", "Collection", "CollectionConfig", "Hit"]
 #: Filters matching at most this many items are answered exactly from SQLite's vectors.
 EXACT_FILTER_MAX = 50_000
 #: An item's signature (``NewItem.signature``) is a small fingerprint, not a payload store.
-MAX_SIGNATURE_BYTES = 4096
+MAX_SIGNATURE_BYTES = 32 * 1024
 #: HNSW is rebuilt when tombstones exceed this fraction of its vectors.
 TOMBSTONE_REBUILD_FRACTION = 0.2
 
@@ -321,9 +321,12 @@ class Collection:
             raise NotFound(f"unknown ids in collection {self.name!r}: {missing[:10]}")
         return [found[i] for i in external_ids]
 
-    def known_hashes(self, hashes: Sequence[str], signed_only: bool = False) -> set[str]:
-        """Which content ``hashes`` are stored (with ``signed_only``: on items with a signature)."""
-        return self.meta.has_content_hashes(hashes, signed_only)
+    def known_hashes(
+        self, hashes: Sequence[str], signed_only: bool = False, min_signature: int = 1
+    ) -> set[str]:
+        """Which content ``hashes`` are stored (with ``signed_only``: on items with a signature of
+        at least ``min_signature`` bytes, so a caller whose signatures grew can refresh old ones)."""
+        return self.meta.has_content_hashes(hashes, signed_only, min_signature)
 
     def search(
         self,

@@ -350,10 +350,13 @@ class MetadataStore:
                 out[row[1]] = _item(row, True, dim)
         return out
 
-    def has_content_hashes(self, hashes: Sequence[str], signed_only: bool = False) -> set[str]:
-        """The ``hashes`` some stored item has; with ``signed_only``, only items with a signature."""
+    def has_content_hashes(
+        self, hashes: Sequence[str], signed_only: bool = False, min_signature: int = 1
+    ) -> set[str]:
+        """The ``hashes`` some stored item has; with ``signed_only``, only items with a signature
+        of at least ``min_signature`` bytes."""
         found: set[str] = set()
-        signed = " AND signature IS NOT NULL" if signed_only else ""
+        signed = f" AND length(signature) >= {int(min_signature)}" if signed_only else ""
         for chunk in _chunks([h for h in hashes if h], 900):
             marks = ",".join("?" * len(chunk))
             found.update(

@@ -30,6 +30,8 @@ class SearchResult:
     score: float
     uri: str
     metadata: dict[str, Any]
+    is_copy: bool = False  # search by image with copy detection: a copy of the query
+    copy_probability: float = -1.0  # calibrated; -1: no calibrated answer
 
 
 def _search_request(collection, image, vector, item_id, k, filter) -> pb.SearchRequest:
@@ -59,7 +61,9 @@ def _search_request(collection, image, vector, item_id, k, filter) -> pb.SearchR
 
 def _results(response: pb.SearchResponse) -> list[SearchResult]:
     return [
-        SearchResult(h.id, h.score, h.uri, json.loads(h.metadata_json or "{}"))
+        SearchResult(
+            h.id, h.score, h.uri, json.loads(h.metadata_json or "{}"), h.is_copy, h.copy_probability
+        )
         for h in response.hits
     ]
 

@@ -82,8 +82,15 @@ class ServiceConfig:
     max_k: int = setting(1000, flag=False)
     tie_break_margin: float = setting(
         DEFAULT_MARGIN,
-        "search by image: hits scoring within this of the best are ordered by thumbnail likeness "
-        "too, so the very copy beats a near-duplicate; 0 turns it off",
+        "search by image without copy detection: hits scoring within this of the best are "
+        "ordered by thumbnail likeness too, so the very copy beats a near-duplicate; 0: off",
+        group="search",
+    )
+    copy_detection: bool = setting(
+        True,
+        "search by image as copy detection: the query's orientations, trimmed and windowed views, "
+        "local features of the best candidates, and a calibrated is_copy (the bundle's "
+        "copy_calibration.json); images are indexed with local features",
         group="search",
     )
     # Denoise returns the full image as PNG: 16 MP keeps the answer under the 64 MB message limit.

@@ -19,6 +19,7 @@ from simclr_search.bundle.preprocess import (
     decode_square,
 )
 from simclr_search.serving.core.errors import InvalidImage
+from simclr_search.serving.core.photo_views import photo
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,12 @@ class ImageLimits:
 def decode_for_model(data: bytes, size: int, limits: ImageLimits) -> np.ndarray:
     """Encoded bytes -> ``(size, size, 3)`` uint8, or :class:`InvalidImage` with a reason a person can act on."""
     return _checked(lambda: decode_square(data, size, limits.max_pixels), data, limits)
+
+
+def decode_photo(data: bytes, limits: ImageLimits) -> np.ndarray:
+    """Encoded bytes -> ``(H, W, 3)`` uint8 at most ``photo_views.PHOTO_SIDE`` on the longer side
+    (copy detection's analysis size), with the same checks."""
+    return _checked(lambda: photo(data, limits.max_pixels), data, limits)
 
 
 def decode_rgb(data: bytes, limits: ImageLimits) -> np.ndarray:

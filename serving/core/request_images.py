@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
+from simclr_search.serving.core import local_features
 from simclr_search.serving.core.errors import BadRequest, InvalidImage
-from simclr_search.serving.core.images import ImageLimits, decode_for_model
+from simclr_search.serving.core.images import ImageLimits, decode_for_model, decode_photo
+from simclr_search.serving.core.photo_views import square
+from simclr_search.serving.core.tie_break import signatures
 
 INLINE_DECODE_BYTES = 16 * 1024
 INLINE_DECODE_PIXELS = 128 * 128
@@ -31,6 +36,45 @@ def decode_chunk(
             out.append(decode_for_model(data, size, limits))
         except InvalidImage as exc:
             out.append(exc)
+    return out
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A request image decoded for copy detection."""
+
+    pixels: np.ndarray  # (H, W, 3) uint8, longer side <= photo_views.PHOTO_SIDE
+    square: np.ndarray  # (S, S, 3) uint8: the view stored images are embedded as
+    signature: bytes  # what the index keeps: the tie-break thumbnail, then the local features
+
+
+_local = threading.local()
+
+
+def thread_features() -> local_features.LocalFeatures:
+    """This thread's ORB extractor and matcher (OpenCV objects are not shared across threads)."""
+    if not hasattr(_local, "features"):
+        _local.features = local_features.LocalFeatures()
+    return _local.features
+
+
+def decode_photo_chunk(
+    images: list[bytes], size: int, limits: ImageLimits, with_features: bool
+) -> list[Photo | InvalidImage]:
+    """Decode each image for copy detection (with its local features); a bad one comes back as its
+    error."""
+    out: list[Photo | InvalidImage] = []
+    for data in images:
+        try:
+            pixels = decode_photo(data, limits)
+        except InvalidImage as exc:
+            out.append(exc)
+            continue
+        view = square(pixels, size)
+        signature = signatures(view[None])[0]
+        if with_features:
+            signature += local_features.pack(*thread_features().extract(pixels))
+        out.append(Photo(pixels, view, signature))
     return out
 
 
@@ -95,3 +139,32 @@ class RequestImages:
             )
         )
         return [result for part in parts for result in part]
+
+    async def decode_photos(
+        self, images: list[bytes], with_features: bool
+    ) -> list[Photo | InvalidImage]:
+        """Decode for copy detection, one result per image (a :class:`Photo` or its error)."""
+        if not images:
+            return []
+        if len(images) > self.max_images:
+            raise BadRequest(f"{len(images)} images in one request; the limit is {self.max_images}")
+        loop = asyncio.get_running_loop()
+        chunk = -(-len(images) // self.threads)
+        parts = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    self._pool,
+                    decode_photo_chunk,
+                    images[i : i + chunk],
+                    self.size,
+                    self.limits,
+                    with_features,
+                )
+                for i in range(0, len(images), chunk)
+            )
+        )
+        return [result for part in parts for result in part]
+
+    async def run(self, fn, *args):
+        """``fn(*args)`` in a decode thread (CPU work on request pixels)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)

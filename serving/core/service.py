@@ -40,11 +40,14 @@ from simclr_search.index.metadata import Item, NewItem
 from simclr_search.index.store import Store
 from simclr_search.serving.core.batcher import MicroBatcher
 from simclr_search.serving.core.config import ServiceConfig
-from simclr_search.serving.core.errors import BadRequest
+from simclr_search.serving.core.copy_scores import CopyCalibration
+from simclr_search.serving.core.copy_search import CopyHit, CopySearch
+from simclr_search.serving.core.errors import BadRequest, InvalidImage
 from simclr_search.serving.core.image_models import ImageModels
 from simclr_search.serving.core.request_images import RequestImages
 from simclr_search.serving.core.tie_break import (
     CANDIDATES,
+    SIGNATURE_BYTES,
     near_tie_order,
     signatures,
 )
@@ -184,6 +187,14 @@ class SearchService:
         self.requests = RequestImages(
             self.manifest.input_size, cfg.limits, cfg.decode_threads, cfg.max_request_images
         )
+        self.copies = None
+        if cfg.copy_detection:
+            self.copies = CopySearch(
+                self.requests,
+                self.embed_pixels,
+                CopyCalibration.load(cfg.bundle),
+                cfg.tie_break_margin,
+            )
         self.batcher = MicroBatcher(
             self._encode_pixels,
             cfg.max_batch,
@@ -263,11 +274,16 @@ class SearchService:
         vector: np.ndarray | None = None,
         item_id: str | None = None,
         filter: tuple[str, Any] | None = None,
-    ) -> list[Hit]:
+    ) -> list[Hit] | list[CopyHit]:
+        """Hits for an image (as :class:`CopyHit` with copy detection on), a vector or a stored id."""
         self._check_k(k)
         col = self._collection(collection)
         if item_id is not None:
             return await self._store(lambda: col.search_by_id(item_id, k, filter))
+        if image is not None and self.copies is not None:
+            return await self.copies.search(
+                image, k, lambda vectors, n: self._store(lambda: col.search(vectors, n, filter))
+            )
         signature = b""
         if image is not None:
             pixels = await self.requests.decode([image])
@@ -298,9 +314,9 @@ class SearchService:
         vectors: dict[int, np.ndarray] = {}
         thumbs: dict[int, bytes] = {}
         if with_images:
-            pixels = await self.requests.decode([items[i].image for i in with_images])
+            pixels, signed = await self._decode_for_index([items[i].image for i in with_images])
             vectors.update(zip(with_images, await self.embed_pixels(pixels), strict=True))
-            thumbs.update(zip(with_images, signatures(pixels), strict=True))
+            thumbs.update(zip(with_images, signed, strict=True))
         new_items = []
         for i, item in enumerate(items):
             vector = vectors.get(i, item.embedding)
@@ -318,6 +334,20 @@ class SearchService:
                 )
             )
         return await self._store(col.upsert, new_items)
+
+    async def _decode_for_index(self, images: list[bytes]) -> tuple[np.ndarray, list[bytes]]:
+        """Images -> ``(n, S, S, 3)`` pixels to embed and the signatures to store; the first bad
+        image fails the call (as :meth:`RequestImages.decode`)."""
+        if self.copies is None:
+            pixels = await self.requests.decode(images)
+            return pixels, signatures(pixels)
+        if not images:
+            raise BadRequest("no images in the request")
+        photos = await self.requests.decode_photos(images, with_features=True)
+        for i, photo in enumerate(photos):
+            if isinstance(photo, Exception):
+                raise InvalidImage(f"image {i}: {photo}") if len(images) > 1 else photo
+        return np.stack([p.square for p in photos]), [p.signature for p in photos]
 
     async def delete(self, collection: str, ids: list[str], ignore_missing: bool) -> int:
         if not ids:
@@ -349,7 +379,10 @@ class SearchService:
         hashes = [hashlib.sha256(data).hexdigest() for _, data, _, _ in batch]
         # Signed only: an image indexed before thumbnails were stored counts as new, so indexing the
         # library again gives it one (re-embedding it once) instead of skipping it for good.
-        known = await self._store(col.known_hashes, hashes, True)
+        # With copy detection, an item indexed before local features (a thumbnail alone) counts as
+        # new too, and gets them.
+        least = SIGNATURE_BYTES + 1 if self.copies is not None else 1
+        known = await self._store(col.known_hashes, hashes, True, least)
         outcomes: list[IndexOutcome | None] = [None] * len(batch)
         fresh: list[tuple[int, str, dict[str, Any]]] = []
         for i, ((item_id, _, uri, meta_text), digest) in enumerate(zip(batch, hashes, strict=True)):
@@ -366,26 +399,34 @@ class SearchService:
             else:
                 known.add(digest)  # a second copy inside this batch is a duplicate too
                 fresh.append((i, item_id, metadata))
-        decoded = await self.requests.decode_each([batch[i][1] for i, _, _ in fresh])
+        decoded = await self._decode_each_for_index([batch[i][1] for i, _, _ in fresh])
         todo = []
-        for (i, item_id, metadata), pixels in zip(fresh, decoded, strict=True):
-            if isinstance(pixels, Exception):
-                outcomes[i] = IndexOutcome(item_id, "failed", str(pixels))
+        for (i, item_id, metadata), result in zip(fresh, decoded, strict=True):
+            if isinstance(result, Exception):
+                outcomes[i] = IndexOutcome(item_id, "failed", str(result))
                 continue
-            todo.append((i, item_id, pixels, batch[i][2], hashes[i], metadata))
+            todo.append((i, item_id, result, batch[i][2], hashes[i], metadata))
         if todo:
-            pixels = np.stack([t[2] for t in todo])
+            pixels = np.stack([t[2][0] for t in todo])
             vectors = await self.embed_pixels(pixels)
             items = [
                 NewItem(item_id, v, uri, digest, metadata, signature)
-                for (_, item_id, _, uri, digest, metadata), v, signature in zip(
-                    todo, vectors, signatures(pixels), strict=True
+                for (_, item_id, (_, signature), uri, digest, metadata), v in zip(
+                    todo, vectors, strict=True
                 )
             ]
             await self._store(col.upsert, items)
             for i, item_id, *_ in todo:
                 outcomes[i] = IndexOutcome(item_id, "indexed")
         return outcomes  # type: ignore[return-value]
+
+    async def _decode_each_for_index(self, images: list[bytes]) -> list:
+        """One ``(pixels, signature)`` or error per image (IndexImages: a bad image fails itself)."""
+        if self.copies is None:
+            decoded = await self.requests.decode_each(images)
+            return [d if isinstance(d, Exception) else (d, signatures(d[None])[0]) for d in decoded]
+        photos = await self.requests.decode_photos(images, with_features=True)
+        return [p if isinstance(p, Exception) else (p.square, p.signature) for p in photos]
 
     # -- image-to-image ---------------------------------------------------------------------------
     async def denoise(self, image: bytes, sigma: float) -> bytes:

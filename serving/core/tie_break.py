@@ -15,8 +15,8 @@ image counted) is taken for the image itself and comes first. Blur, JPEG and noi
 thumbnail all but unchanged, while another crop of the same photo, which the embedding may put a
 little nearer, shifts it. Crops and rotations change the thumbnail, so the rule leaves them be.
 
-Each stored item keeps its thumbnail (192 bytes) as the index's opaque ``signature``; items stored
-by vector alone have none, and a near-tie group with any such item keeps the embedding's order.
+Each stored item keeps its thumbnail (192 bytes) at the start of the index's opaque ``signature``
+(local features may follow, ``local_features.py``); items stored by vector alone have none, and a near-tie group with any such item keeps the embedding's order.
 ``benchmarks/bench_search_quality.py`` measures the search with and without these rules; which sets
 the margins were chosen on is in docs/experiments.md.
 """
@@ -91,8 +91,8 @@ def _mirror(rows: np.ndarray) -> np.ndarray:
 def thumbnail_similarity(query: bytes, candidates: Sequence[bytes]) -> np.ndarray:
     """Cosine similarity ``(n,)`` of the query's thumbnail (or its mirror image, whichever is
     nearer) to each candidate's."""
-    q = np.frombuffer(query, dtype=np.uint8)[None]
-    bank = _unit(np.stack([np.frombuffer(c, dtype=np.uint8) for c in candidates]))
+    q = np.frombuffer(query[:SIGNATURE_BYTES], dtype=np.uint8)[None]
+    bank = _unit(np.stack([np.frombuffer(c[:SIGNATURE_BYTES], dtype=np.uint8) for c in candidates]))
     return np.maximum(bank @ _unit(q)[0], bank @ _unit(_mirror(q))[0])
 
 
@@ -127,7 +127,7 @@ def near_tie_order(
     wide = int(np.count_nonzero(similarity >= similarity[0] - SAME_IMAGE_MARGIN))
     reach = max(near, wide)
     signed = 0
-    while signed < reach and len(candidates[signed]) == SIGNATURE_BYTES:
+    while signed < reach and len(candidates[signed]) >= SIGNATURE_BYTES:
         signed += 1
     if signed < 2:
         return identity

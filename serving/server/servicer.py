@@ -16,8 +16,10 @@ from typing import Any
 import grpc
 import numpy as np
 
+from simclr_search.index.hits import Hit
 from simclr_search.protos.simclr.v1 import search_pb2 as pb
 from simclr_search.protos.simclr.v1 import search_pb2_grpc as pb_grpc
+from simclr_search.serving.core.copy_search import CopyHit
 from simclr_search.serving.core.errors import BadRequest
 from simclr_search.serving.core.service import SearchService, UpsertInput, parse_metadata
 from simclr_search.serving.server.status import status_for
@@ -69,9 +71,16 @@ def _filter(message: pb.SearchRequest) -> tuple[str, Any] | None:
     return message.filter.field, getattr(message.filter, which)
 
 
-def _hit(hit) -> pb.SearchHit:
+def _hit(found: Hit | CopyHit) -> pb.SearchHit:
+    copy = found if isinstance(found, CopyHit) else None
+    hit = copy.hit if copy else found
     return pb.SearchHit(
-        id=hit.external_id, score=hit.score, uri=hit.uri, metadata_json=json.dumps(hit.metadata)
+        id=hit.external_id,
+        score=hit.score,
+        uri=hit.uri,
+        metadata_json=json.dumps(hit.metadata),
+        is_copy=copy.is_copy if copy else False,
+        copy_probability=copy.copy_probability if copy else -1.0,
     )
 
 

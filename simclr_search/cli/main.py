@@ -53,6 +53,10 @@ COMMANDS: dict[str, Command] = {
         "serve embeddings and reverse image search over gRPC",
         parser_module="simclr_search.serving.server.settings",
     ),
+    "calibrate-copies": Command(
+        "simclr_search.serving.jobs.calibrate",
+        "fit a bundle's copy decision (is_copy) on edited copies of your photos",
+    ),
     "index": Command(
         "simclr_search.serving.jobs.index_command",
         "index a folder of images (locally or via a server)",

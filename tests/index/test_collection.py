@@ -456,7 +456,9 @@ def test_a_signature_that_is_not_short_bytes_is_refused_and_nothing_is_written(
 ) -> None:
     col = store.create("c", CollectionConfig(dim=16))
     vector = _vectors(1)[0]
-    for bad in ["text", b"x" * 4097]:
+    from simclr_search.index.collection import MAX_SIGNATURE_BYTES
+
+    for bad in ["text", b"x" * (MAX_SIGNATURE_BYTES + 1)]:
         with pytest.raises(InvalidArgument, match="signature of id 'a' must be bytes"):
             col.add([NewItem("ok", vector), NewItem("a", vector, signature=bad)])
     assert col.count() == 0

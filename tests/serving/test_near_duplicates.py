@@ -102,8 +102,14 @@ def test_every_write_path_stores_the_thumbnail_and_it_survives_a_restart(
         }
     finally:
         store.close()
-    assert [stored[i] for i in ("up0", "up1")] == expected[:2]
-    assert [stored[f"ix{i}"] for i in (2, 3, 4)] == expected[2:5]
+    # the thumbnail first, then the local features (copy detection, on by default)
+    from simclr_search.serving.core.local_features import unpack
+    from simclr_search.serving.core.tie_break import SIGNATURE_BYTES
+
+    assert [stored[i][:SIGNATURE_BYTES] for i in ("up0", "up1")] == expected[:2]
+    assert [stored[f"ix{i}"][:SIGNATURE_BYTES] for i in (2, 3, 4)] == expected[2:5]
+    for name in ("up0", "up1", "ix2", "ix3", "ix4"):
+        assert unpack(stored[name][SIGNATURE_BYTES:]) is not None, name
     assert stored["vec"] == b""  # stored by vector: no image, no thumbnail
 
 
@@ -132,14 +138,17 @@ def test_indexing_again_gives_a_store_from_before_thumbnails_its_thumbnails(
     assert index_all() == [pb.IndexImagesResult.INDEXED] * 4
     with sqlite3.connect(tmp_path / "store" / "images" / "meta.sqlite") as conn:
         conn.execute("UPDATE items SET signature = NULL WHERE external_id IN ('ix1', 'ix2')")
+        conn.execute(  # a thumbnail alone: stored before local features were
+            "UPDATE items SET signature = substr(signature, 1, 192) WHERE external_id = 'ix3'"
+        )
     statuses = index_all()
-    assert statuses[1:3] == [pb.IndexImagesResult.INDEXED] * 2
-    assert statuses[0] == statuses[3] == pb.IndexImagesResult.SKIPPED_DUPLICATE
+    assert statuses[1:4] == [pb.IndexImagesResult.INDEXED] * 3
+    assert statuses[0] == pb.IndexImagesResult.SKIPPED_DUPLICATE
     assert index_all() == [pb.IndexImagesResult.SKIPPED_DUPLICATE] * 4
     store = Store(tmp_path / "store")
     try:
         col = store.get("images")
         assert col.count() == 4
-        assert all(len(item.signature) == 192 for item in col.get([i for i, *_ in items]))
+        assert all(len(item.signature) > 192 for item in col.get([i for i, *_ in items]))
     finally:
         store.close()

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+simclr_search/protos/simclr/v1/search.proto\x12\tsimclr.v1\"\x15\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"0\n\x0c\x45mbedRequest\x12 \n\x06images\x18\x01 \x03(\x0b\x32\x10.simclr.v1.Image\"H\n\rEmbedResponse\x12(\n\nembeddings\x18\x01 \x03(\x0b\x32\x14.simclr.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\"F\n\x0e\x44\x65noiseRequest\x12\x1f\n\x05image\x18\x01 \x01(\x0b\x32\x10.simclr.v1.Image\x12\x13\n\x0bnoise_sigma\x18\x02 \x01(\x02\"\x1e\n\x0f\x44\x65noiseResponse\x12\x0b\n\x03png\x18\x01 \x01(\x0c\"l\n\x12ReconstructRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x10.simclr.v1.ImageH\x00\x12)\n\tembedding\x18\x02 \x01(\x0b\x32\x14.simclr.v1.EmbeddingH\x00\x42\x08\n\x06source\"\"\n\x13ReconstructResponse\x12\x0b\n\x03png\x18\x01 \x01(\x0c\"\x83\x01\n\x0eMetadataFilter\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x16\n\x0cstring_value\x18\x02 \x01(\tH\x00\x12\x13\n\tint_value\x18\x03 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x04 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x05 \x01(\x08H\x00\x42\x07\n\x05value\"\xbb\x01\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12!\n\x05image\x18\x02 \x01(\x0b\x32\x10.simclr.v1.ImageH\x00\x12&\n\x06vector\x18\x03 \x01(\x0b\x32\x14.simclr.v1.EmbeddingH\x00\x12\x0c\n\x02id\x18\x04 \x01(\tH\x00\x12\t\n\x01k\x18\x05 \x01(\x05\x12)\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x19.simclr.v1.MetadataFilterB\x07\n\x05query\"J\n\tSearchHit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12\x15\n\rmetadata_json\x18\x04 \x01(\t\"4\n\x0eSearchResponse\x12\"\n\x04hits\x18\x01 \x03(\x0b\x32\x14.simclr.v1.SearchHit\"\x95\x01\n\nUpsertItem\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x05image\x18\x02 \x01(\x0b\x32\x10.simclr.v1.ImageH\x00\x12)\n\tembedding\x18\x03 \x01(\x0b\x32\x14.simclr.v1.EmbeddingH\x00\x12\x0b\n\x03uri\x18\x04 \x01(\t\x12\x15\n\rmetadata_json\x18\x05 \x01(\tB\t\n\x07\x63ontent\"I\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12$\n\x05items\x18\x02 \x03(\x0b\x32\x15.simclr.v1.UpsertItem\"\x1d\n\x0eUpsertResponse\x12\x0b\n\x03ids\x18\x01 \x03(\t\"H\n\rDeleteRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x16\n\x0eignore_missing\x18\x03 \x01(\x08\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"I\n\nGetRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x1a\n\x12include_embeddings\x18\x03 \x01(\x08\"}\n\nStoredItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontent_sha256\x18\x03 \x01(\t\x12\x15\n\rmetadata_json\x18\x04 \x01(\t\x12\'\n\tembedding\x18\x05 \x01(\x0b\x32\x14.simclr.v1.Embedding\"3\n\x0bGetResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.simclr.v1.StoredItem\"y\n\x12IndexImagesRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x1f\n\x05image\x18\x03 \x01(\x0b\x32\x10.simclr.v1.Image\x12\x0b\n\x03uri\x18\x04 \x01(\t\x12\x15\n\rmetadata_json\x18\x05 \x01(\t\"\xb5\x01\n\x11IndexImagesResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.simclr.v1.IndexImagesResult.Status\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"P\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07INDEXED\x10\x01\x12\x15\n\x11SKIPPED_DUPLICATE\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\"\x10\n\x0eGetInfoRequest\"^\n\x0e\x43ollectionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x12\n\nindex_kind\x18\x03 \x01(\t\x12\x0e\n\x06metric\x18\x04 \x01(\t\x12\x0b\n\x03\x64im\x18\x05 \x01(\x05\"\xd4\x02\n\x0fGetInfoResponse\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12\x15\n\rmanifest_json\x18\x02 \x01(\t\x12\x15\n\rembedding_dim\x18\x03 \x01(\x05\x12\x1c\n\x14\x65mbedding_normalized\x18\x04 \x01(\x08\x12.\n\x0b\x63ollections\x18\x05 \x03(\x0b\x32\x19.simclr.v1.CollectionInfo\x12\x1a\n\x12\x64\x65\x66\x61ult_collection\x18\x06 \x01(\t\x12\x11\n\tmax_batch\x18\x07 \x01(\x05\x12\r\n\x05max_k\x18\x08 \x01(\x05\x12\x17\n\x0fmax_image_bytes\x18\t \x01(\x03\x12\x18\n\x10max_image_pixels\x18\n \x01(\x03\x12\x11\n\tproviders\x18\x0b \x03(\t\x12\x14\n\x0chas_denoiser\x18\x0c \x01(\x08\x12\x13\n\x0bhas_decoder\x18\r \x01(\x08\x32\xa4\x05\n\x0bImageSearch\x12:\n\x05\x45mbed\x12\x17.simclr.v1.EmbedRequest\x1a\x18.simclr.v1.EmbedResponse\x12\x44\n\x0b\x45mbedStream\x12\x17.simclr.v1.EmbedRequest\x1a\x18.simclr.v1.EmbedResponse(\x01\x30\x01\x12@\n\x07\x44\x65noise\x12\x19.simclr.v1.DenoiseRequest\x1a\x1a.simclr.v1.DenoiseResponse\x12L\n\x0bReconstruct\x12\x1d.simclr.v1.ReconstructRequest\x1a\x1e.simclr.v1.ReconstructResponse\x12=\n\x06Search\x12\x18.simclr.v1.SearchRequest\x1a\x19.simclr.v1.SearchResponse\x12=\n\x06Upsert\x12\x18.simclr.v1.UpsertRequest\x1a\x19.simclr.v1.UpsertResponse\x12=\n\x06\x44\x65lete\x12\x18.simclr.v1.DeleteRequest\x1a\x19.simclr.v1.DeleteResponse\x12\x34\n\x03Get\x12\x15.simclr.v1.GetRequest\x1a\x16.simclr.v1.GetResponse\x12N\n\x0bIndexImages\x12\x1d.simclr.v1.IndexImagesRequest\x1a\x1c.simclr.v1.IndexImagesResult(\x01\x30\x01\x12@\n\x07GetInfo\x12\x19.simclr.v1.GetInfoRequest\x1a\x1a.simclr.v1.GetInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+simclr_search/protos/simclr/v1/search.proto\x12\tsimclr.v1\"\x15\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"0\n\x0c\x45mbedRequest\x12 \n\x06images\x18\x01 \x03(\x0b\x32\x10.simclr.v1.Image\"H\n\rEmbedResponse\x12(\n\nembeddings\x18\x01 \x03(\x0b\x32\x14.simclr.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\"F\n\x0e\x44\x65noiseRequest\x12\x1f\n\x05image\x18\x01 \x01(\x0b\x32\x10.simclr.v1.Image\x12\x13\n\x0bnoise_sigma\x18\x02 \x01(\x02\"\x1e\n\x0f\x44\x65noiseResponse\x12\x0b\n\x03png\x18\x01 \x01(\x0c\"l\n\x12ReconstructRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x10.simclr.v1.ImageH\x00\x12)\n\tembedding\x18\x02 \x01(\x0b\x32\x14.simclr.v1.EmbeddingH\x00\x42\x08\n\x06source\"\"\n\x13ReconstructResponse\x12\x0b\n\x03png\x18\x01 \x01(\x0c\"\x83\x01\n\x0eMetadataFilter\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x16\n\x0cstring_value\x18\x02 \x01(\tH\x00\x12\x13\n\tint_value\x18\x03 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x04 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x05 \x01(\x08H\x00\x42\x07\n\x05value\"\xbb\x01\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12!\n\x05image\x18\x02 \x01(\x0b\x32\x10.simclr.v1.ImageH\x00\x12&\n\x06vector\x18\x03 \x01(\x0b\x32\x14.simclr.v1.EmbeddingH\x00\x12\x0c\n\x02id\x18\x04 \x01(\tH\x00\x12\t\n\x01k\x18\x05 \x01(\x05\x12)\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x19.simclr.v1.MetadataFilterB\x07\n\x05query\"u\n\tSearchHit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12\x15\n\rmetadata_json\x18\x04 \x01(\t\x12\x0f\n\x07is_copy\x18\x05 \x01(\x08\x12\x18\n\x10\x63opy_probability\x18\x06 \x01(\x02\"4\n\x0eSearchResponse\x12\"\n\x04hits\x18\x01 \x03(\x0b\x32\x14.simclr.v1.SearchHit\"\x95\x01\n\nUpsertItem\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x05image\x18\x02 \x01(\x0b\x32\x10.simclr.v1.ImageH\x00\x12)\n\tembedding\x18\x03 \x01(\x0b\x32\x14.simclr.v1.EmbeddingH\x00\x12\x0b\n\x03uri\x18\x04 \x01(\t\x12\x15\n\rmetadata_json\x18\x05 \x01(\tB\t\n\x07\x63ontent\"I\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12$\n\x05items\x18\x02 \x03(\x0b\x32\x15.simclr.v1.UpsertItem\"\x1d\n\x0eUpsertResponse\x12\x0b\n\x03ids\x18\x01 \x03(\t\"H\n\rDeleteRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x16\n\x0eignore_missing\x18\x03 \x01(\x08\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"I\n\nGetRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x1a\n\x12include_embeddings\x18\x03 \x01(\x08\"}\n\nStoredItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontent_sha256\x18\x03 \x01(\t\x12\x15\n\rmetadata_json\x18\x04 \x01(\t\x12\'\n\tembedding\x18\x05 \x01(\x0b\x32\x14.simclr.v1.Embedding\"3\n\x0bGetResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.simclr.v1.StoredItem\"y\n\x12IndexImagesRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x1f\n\x05image\x18\x03 \x01(\x0b\x32\x10.simclr.v1.Image\x12\x0b\n\x03uri\x18\x04 \x01(\t\x12\x15\n\rmetadata_json\x18\x05 \x01(\t\"\xb5\x01\n\x11IndexImagesResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.simclr.v1.IndexImagesResult.Status\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"P\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07INDEXED\x10\x01\x12\x15\n\x11SKIPPED_DUPLICATE\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\"\x10\n\x0eGetInfoRequest\"^\n\x0e\x43ollectionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x12\n\nindex_kind\x18\x03 \x01(\t\x12\x0e\n\x06metric\x18\x04 \x01(\t\x12\x0b\n\x03\x64im\x18\x05 \x01(\x05\"\xd4\x02\n\x0fGetInfoResponse\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12\x15\n\rmanifest_json\x18\x02 \x01(\t\x12\x15\n\rembedding_dim\x18\x03 \x01(\x05\x12\x1c\n\x14\x65mbedding_normalized\x18\x04 \x01(\x08\x12.\n\x0b\x63ollections\x18\x05 \x03(\x0b\x32\x19.simclr.v1.CollectionInfo\x12\x1a\n\x12\x64\x65\x66\x61ult_collection\x18\x06 \x01(\t\x12\x11\n\tmax_batch\x18\x07 \x01(\x05\x12\r\n\x05max_k\x18\x08 \x01(\x05\x12\x17\n\x0fmax_image_bytes\x18\t \x01(\x03\x12\x18\n\x10max_image_pixels\x18\n \x01(\x03\x12\x11\n\tproviders\x18\x0b \x03(\t\x12\x14\n\x0chas_denoiser\x18\x0c \x01(\x08\x12\x13\n\x0bhas_decoder\x18\r \x01(\x08\x32\xa4\x05\n\x0bImageSearch\x12:\n\x05\x45mbed\x12\x17.simclr.v1.EmbedRequest\x1a\x18.simclr.v1.EmbedResponse\x12\x44\n\x0b\x45mbedStream\x12\x17.simclr.v1.EmbedRequest\x1a\x18.simclr.v1.EmbedResponse(\x01\x30\x01\x12@\n\x07\x44\x65noise\x12\x19.simclr.v1.DenoiseRequest\x1a\x1a.simclr.v1.DenoiseResponse\x12L\n\x0bReconstruct\x12\x1d.simclr.v1.ReconstructRequest\x1a\x1e.simclr.v1.ReconstructResponse\x12=\n\x06Search\x12\x18.simclr.v1.SearchRequest\x1a\x19.simclr.v1.SearchResponse\x12=\n\x06Upsert\x12\x18.simclr.v1.UpsertRequest\x1a\x19.simclr.v1.UpsertResponse\x12=\n\x06\x44\x65lete\x12\x18.simclr.v1.DeleteRequest\x1a\x19.simclr.v1.DeleteResponse\x12\x34\n\x03Get\x12\x15.simclr.v1.GetRequest\x1a\x16.simclr.v1.GetResponse\x12N\n\x0bIndexImages\x12\x1d.simclr.v1.IndexImagesRequest\x1a\x1c.simclr.v1.IndexImagesResult(\x01\x30\x01\x12@\n\x07GetInfo\x12\x19.simclr.v1.GetInfoRequest\x1a\x1a.simclr.v1.GetInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,37 +52,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHREQUEST']._serialized_start=619
   _globals['_SEARCHREQUEST']._serialized_end=806
   _globals['_SEARCHHIT']._serialized_start=808
-  _globals['_SEARCHHIT']._serialized_end=882
-  _globals['_SEARCHRESPONSE']._serialized_start=884
-  _globals['_SEARCHRESPONSE']._serialized_end=936
-  _globals['_UPSERTITEM']._serialized_start=939
-  _globals['_UPSERTITEM']._serialized_end=1088
-  _globals['_UPSERTREQUEST']._serialized_start=1090
-  _globals['_UPSERTREQUEST']._serialized_end=1163
-  _globals['_UPSERTRESPONSE']._serialized_start=1165
-  _globals['_UPSERTRESPONSE']._serialized_end=1194
-  _globals['_DELETEREQUEST']._serialized_start=1196
-  _globals['_DELETEREQUEST']._serialized_end=1268
-  _globals['_DELETERESPONSE']._serialized_start=1270
-  _globals['_DELETERESPONSE']._serialized_end=1303
-  _globals['_GETREQUEST']._serialized_start=1305
-  _globals['_GETREQUEST']._serialized_end=1378
-  _globals['_STOREDITEM']._serialized_start=1380
-  _globals['_STOREDITEM']._serialized_end=1505
-  _globals['_GETRESPONSE']._serialized_start=1507
-  _globals['_GETRESPONSE']._serialized_end=1558
-  _globals['_INDEXIMAGESREQUEST']._serialized_start=1560
-  _globals['_INDEXIMAGESREQUEST']._serialized_end=1681
-  _globals['_INDEXIMAGESRESULT']._serialized_start=1684
-  _globals['_INDEXIMAGESRESULT']._serialized_end=1865
-  _globals['_INDEXIMAGESRESULT_STATUS']._serialized_start=1785
-  _globals['_INDEXIMAGESRESULT_STATUS']._serialized_end=1865
-  _globals['_GETINFOREQUEST']._serialized_start=1867
-  _globals['_GETINFOREQUEST']._serialized_end=1883
-  _globals['_COLLECTIONINFO']._serialized_start=1885
-  _globals['_COLLECTIONINFO']._serialized_end=1979
-  _globals['_GETINFORESPONSE']._serialized_start=1982
-  _globals['_GETINFORESPONSE']._serialized_end=2322
-  _globals['_IMAGESEARCH']._serialized_start=2325
-  _globals['_IMAGESEARCH']._serialized_end=3001
+  _globals['_SEARCHHIT']._serialized_end=925
+  _globals['_SEARCHRESPONSE']._serialized_start=927
+  _globals['_SEARCHRESPONSE']._serialized_end=979
+  _globals['_UPSERTITEM']._serialized_start=982
+  _globals['_UPSERTITEM']._serialized_end=1131
+  _globals['_UPSERTREQUEST']._serialized_start=1133
+  _globals['_UPSERTREQUEST']._serialized_end=1206
+  _globals['_UPSERTRESPONSE']._serialized_start=1208
+  _globals['_UPSERTRESPONSE']._serialized_end=1237
+  _globals['_DELETEREQUEST']._serialized_start=1239
+  _globals['_DELETEREQUEST']._serialized_end=1311
+  _globals['_DELETERESPONSE']._serialized_start=1313
+  _globals['_DELETERESPONSE']._serialized_end=1346
+  _globals['_GETREQUEST']._serialized_start=1348
+  _globals['_GETREQUEST']._serialized_end=1421
+  _globals['_STOREDITEM']._serialized_start=1423
+  _globals['_STOREDITEM']._serialized_end=1548
+  _globals['_GETRESPONSE']._serialized_start=1550
+  _globals['_GETRESPONSE']._serialized_end=1601
+  _globals['_INDEXIMAGESREQUEST']._serialized_start=1603
+  _globals['_INDEXIMAGESREQUEST']._serialized_end=1724
+  _globals['_INDEXIMAGESRESULT']._serialized_start=1727
+  _globals['_INDEXIMAGESRESULT']._serialized_end=1908
+  _globals['_INDEXIMAGESRESULT_STATUS']._serialized_start=1828
+  _globals['_INDEXIMAGESRESULT_STATUS']._serialized_end=1908
+  _globals['_GETINFOREQUEST']._serialized_start=1910
+  _globals['_GETINFOREQUEST']._serialized_end=1926
+  _globals['_COLLECTIONINFO']._serialized_start=1928
+  _globals['_COLLECTIONINFO']._serialized_end=2022
+  _globals['_GETINFORESPONSE']._serialized_start=2025
+  _globals['_GETINFORESPONSE']._serialized_end=2365
+  _globals['_IMAGESEARCH']._serialized_start=2368
+  _globals['_IMAGESEARCH']._serialized_end=3044
 # @@protoc_insertion_point(module_scope)

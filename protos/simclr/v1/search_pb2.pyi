@@ -92,16 +92,20 @@ class SearchRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., vector: _Optional[_Union[Embedding, _Mapping]] = ..., id: _Optional[str] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[MetadataFilter, _Mapping]] = ...) -> None: ...
 
 class SearchHit(_message.Message):
-    __slots__ = ("id", "score", "uri", "metadata_json")
+    __slots__ = ("id", "score", "uri", "metadata_json", "is_copy", "copy_probability")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    IS_COPY_FIELD_NUMBER: _ClassVar[int]
+    COPY_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
     uri: str
     metadata_json: str
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., uri: _Optional[str] = ..., metadata_json: _Optional[str] = ...) -> None: ...
+    is_copy: bool
+    copy_probability: float
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., uri: _Optional[str] = ..., metadata_json: _Optional[str] = ..., is_copy: _Optional[bool] = ..., copy_probability: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("hits",)

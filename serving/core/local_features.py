@@ -1,0 +1,122 @@
+"""Local features for geometric verification: ORB keypoints, matched and checked with RANSAC.
+
+Why: a global embedding says two pictures look alike; a copy shares the same *points* in the same
+arrangement. Matching binary ORB descriptors (Rublee et al. 2011) between the query and a candidate
+and counting the matches that one similarity transform explains (RANSAC, Fischler & Bolles 1981)
+tells a crop, an overlay or an inset of a photo from a different photo of a similar scene, which
+the embedding cannot. Only the top candidates of the embedding search are checked, so the cost per
+query stays a few milliseconds per candidate.
+
+Storage: :func:`pack` makes an opaque blob (version byte, count, float16 ``(x, y)`` positions at
+:data:`serving.core.photo_views.PHOTO_SIDE`, 32-byte descriptors) that the index keeps beside the
+vector without knowing what it is.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+try:
+    import cv2
+except ImportError:  # pragma: no cover - a declared dependency of the serve extra
+    cv2 = None
+
+FEATURES = 400
+VERSION = 1
+_HEADER = struct.Struct("<BH")
+#: Lowe's ratio test: a match counts if clearly better than the second best.
+RATIO = 0.8
+#: RANSAC reprojection tolerance, pixels at PHOTO_SIDE.
+REPROJECTION = 8.0
+MIN_MATCHES = 5
+#: Pictures with a shorter side below this get no features (a 32 px icon has none worth keeping).
+MIN_SIDE = 64
+#: Enough for a 99% chance of an all-inlier pair at a fifth of inliers among the matches.
+RANSAC_ITERATIONS = 200
+
+
+def available() -> bool:
+    return cv2 is not None
+
+
+class LocalFeatures:
+    """ORB on ``(H, W, 3)`` uint8 photos. One instance per thread (OpenCV objects are not shared)."""
+
+    def __init__(self, features: int = FEATURES) -> None:
+        if cv2 is None:
+            raise RuntimeError("local features need opencv-python-headless (pip install it)")
+        self._orb = cv2.ORB_create(nfeatures=features)
+        self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+
+    def extract(self, pixels: np.ndarray, mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, 2)`` float32 positions and ``(n, 32)`` uint8 descriptors (``n`` may be 0)."""
+        grey = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)
+        if min(grey.shape) < MIN_SIDE:  # an icon: too few pixels for corners worth matching
+            return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
+        if min(grey.shape) < 128:  # thumbnails: FAST needs room around each corner
+            scale = 128 / min(grey.shape)
+            grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        if mirror:
+            grey = np.ascontiguousarray(grey[:, ::-1])
+        keypoints, descriptors = self._orb.detectAndCompute(grey, None)
+        if descriptors is None:
+            return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
+        return np.array([k.pt for k in keypoints], np.float32), descriptors
+
+    def inliers(
+        self, query: tuple[np.ndarray, np.ndarray], stored: tuple[np.ndarray, np.ndarray]
+    ) -> int:
+        """Matches between ``query`` and ``stored`` that one similarity transform explains."""
+        (q_points, q_desc), (s_points, s_desc) = query, stored
+        if len(q_desc) < MIN_MATCHES or len(s_desc) < MIN_MATCHES:
+            return 0
+        pairs = self._matcher.knnMatch(q_desc, s_desc, k=2)
+        good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
+        if len(good) < MIN_MATCHES:
+            return 0
+        src = q_points[[m.queryIdx for m in good]]
+        dst = s_points[[m.trainIdx for m in good]]
+        _, mask = cv2.estimateAffinePartial2D(
+            src,
+            dst,
+            method=cv2.RANSAC,
+            ransacReprojThreshold=REPROJECTION,
+            maxIters=RANSAC_ITERATIONS,
+            confidence=0.99,
+        )
+        return int(mask.sum()) if mask is not None else 0
+
+
+def pack(points: np.ndarray, descriptors: np.ndarray) -> bytes:
+    """Positions and descriptors -> the stored blob."""
+    n = len(descriptors)
+    return (
+        _HEADER.pack(VERSION, n)
+        + points.astype(np.float16).tobytes()
+        + np.ascontiguousarray(descriptors, dtype=np.uint8).tobytes()
+    )
+
+
+def unpack(blob: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+    """The blob -> ``(points, descriptors)``, or None for an empty or unknown blob."""
+    if len(blob) < _HEADER.size:
+        return None
+    version, n = _HEADER.unpack_from(blob)
+    if version != VERSION or len(blob) != _HEADER.size + n * (4 + 32):
+        return None
+    offset = _HEADER.size
+    points = np.frombuffer(blob, np.float16, 2 * n, offset).reshape(n, 2).astype(np.float32)
+    descriptors = np.frombuffer(blob, np.uint8, 32 * n, offset + 4 * n).reshape(n, 32)
+    return points, descriptors
+
+
+def stored_signature(thumbnail: bytes, blob: bytes) -> bytes:
+    """The index's opaque signature for an image: its tie-break thumbnail, then its features."""
+    return thumbnail + blob
+
+
+def features_of(signature: bytes, thumbnail_bytes: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The features inside a stored signature (None: stored without, e.g. by vector)."""
+    return unpack(signature[thumbnail_bytes:]) if len(signature) > thumbnail_bytes else None

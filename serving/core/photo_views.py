@@ -1,0 +1,149 @@
+"""A photo, decoded once, and the views of it that copy detection embeds.
+
+Why views: the global embedding of one whole-picture crop (what the encoder was trained on) misses
+the edits people make before reposting a photo (Douze et al. 2021, DISC21): a quarter turn, a
+border, the photo inset in a screenshot. Rather than retrain, the query is embedded as several
+views and each stored image is scored by its best view (cheap: the encoder sees 32 px squares):
+
+* the whole picture in the 8 orientations of the square (4 quarter turns, each mirrored);
+* the same after trimming uniform borders (:func:`trim_border`), upright and mirrored, when there
+  is one to trim;
+* windows of 50% and 70% of each side on a 3 x 3 grid, for a photo that is only part of the query
+  (an inset, a meme template).
+
+Stored images are embedded as one view, the whole picture (:func:`square` of :func:`photo`), so
+indexing costs what it did; ``serving/core/copy_scores.py`` turns the views' best scores and a
+local-feature check into a calibrated answer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from simclr_search.bundle.decode import ImageDecodeError, decode_rgb
+
+#: The longer side photos are analysed at (local features, views): enough for ORB's 8 scales.
+PHOTO_SIDE = 640
+WINDOW_SCALES = (0.5, 0.7)
+WINDOW_STEPS = 3
+#: A border row/column differs from the border colour by less than this on average (0-255).
+BORDER_TOLERANCE = 12
+WHOLE, WINDOW = 0, 1
+
+
+def photo(data: bytes, max_pixels: int) -> np.ndarray:
+    """``data`` -> ``(H, W, 3)`` uint8, upright, the longer side at most :data:`PHOTO_SIDE`
+    (big JPEGs decode at a DCT scale; nothing is enlarged).
+
+    Raises:
+        ImageDecodeError: as :func:`bundle.decode.decode_rgb`.
+    """
+    image = decode_rgb(data, max_pixels, min_side=PHOTO_SIDE // 2)
+    w, h = image.size
+    scale = PHOTO_SIDE / max(w, h)
+    if scale < 1:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def square(pixels: np.ndarray, size: int) -> np.ndarray:
+    """``(H, W, 3)`` -> ``(size, size, 3)``: the shorter side resized to ``size`` (bicubic), the
+    centre cropped: the encoder's training policy (``bundle.preprocess``)."""
+    image = Image.fromarray(pixels)
+    scale = size / min(image.size)
+    new_w = max(size, round(image.size[0] * scale))
+    new_h = max(size, round(image.size[1] * scale))
+    if (new_w, new_h) != image.size:
+        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def trim_border(pixels: np.ndarray, tolerance: float = BORDER_TOLERANCE) -> np.ndarray:
+    """``pixels`` without the uniform bands (a border, padding, letterbox bars) along its edges;
+    at most a third of each side is taken, and a picture that is all border is kept as it is."""
+    h, w = pixels.shape[:2]
+    if h < 8 or w < 8:
+        return pixels
+    values = pixels.astype(np.int16)
+
+    def depth(lines: np.ndarray) -> int:  # (n, length, 3), outermost first
+        reference = np.median(lines[0], axis=0)
+        diff = np.abs(lines - reference).max(axis=-1)  # (n, length)
+        uniform = (diff.mean(axis=1) < tolerance) & (diff.max(axis=1) < 4 * tolerance)
+        return int(np.argmin(uniform)) if not uniform.all() else len(uniform)
+
+    top = depth(values[: h // 3])
+    bottom = depth(values[h - 1 : h - 1 - h // 3 : -1])
+    left = depth(values[:, : w // 3].transpose(1, 0, 2))
+    right = depth(values[:, w - 1 : w - 1 - w // 3 : -1].transpose(1, 0, 2))
+    inner = pixels[top : h - bottom, left : w - right]
+    if top + bottom + left + right == 0 or inner.std() < tolerance / 2:
+        return pixels  # nothing to trim, or nothing but border
+    return inner
+
+
+def _dihedral(view: np.ndarray) -> list[np.ndarray]:
+    out = []
+    for turns in range(4):
+        turned = np.rot90(view, turns)
+        out += [turned, turned[:, ::-1]]
+    return out
+
+
+def windows(pixels: np.ndarray) -> list[np.ndarray]:
+    """Sub-pictures of :data:`WINDOW_SCALES` of each side on a :data:`WINDOW_STEPS` grid."""
+    h, w = pixels.shape[:2]
+    out = []
+    for scale in WINDOW_SCALES:
+        wh, ww = max(1, int(h * scale)), max(1, int(w * scale))
+        for y in np.linspace(0, h - wh, WINDOW_STEPS).astype(int):
+            for x in np.linspace(0, w - ww, WINDOW_STEPS).astype(int):
+                out.append(pixels[y : y + wh, x : x + ww])
+    return out
+
+
+def query_views(pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The views of a query photo: ``(n, size, size, 3)`` uint8 squares (the first is the stored
+    images' own view, exactly) and ``(n,)`` their kinds, :data:`WHOLE` or :data:`WINDOW`.
+
+    The whole picture in 8 orientations; trimmed of borders (if any) upright and mirrored; windows
+    upright. All but the first come from a copy 4 ``size`` on its shorter side, which keeps the
+    views' detail and makes them ~20x cheaper to cut and resize than from the full photo.
+    """
+    whole = _dihedral(square(pixels, size))
+    small = _shrink(pixels, 4 * size)
+    trimmed = trim_border(small)
+    if trimmed.shape != small.shape:
+        view = square(trimmed, size)
+        whole += [view, view[:, ::-1]]
+    parts = [square(part, size) for part in windows(trimmed)]
+    views = np.ascontiguousarray(np.stack(whole + parts))
+    kinds = np.array([WHOLE] * len(whole) + [WINDOW] * len(parts), dtype=np.int8)
+    return views, kinds
+
+
+def _shrink(pixels: np.ndarray, shorter: int) -> np.ndarray:
+    h, w = pixels.shape[:2]
+    scale = shorter / min(h, w)
+    if scale >= 1:
+        return pixels
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(
+        Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    )
+
+
+__all__ = [
+    "PHOTO_SIDE",
+    "WHOLE",
+    "WINDOW",
+    "ImageDecodeError",
+    "photo",
+    "query_views",
+    "square",
+    "trim_border",
+    "windows",
+]

@@ -1,0 +1,166 @@
+"""``simclr calibrate-copies``: fit the copy decision of a bundle on the user's own photos.
+
+A search by image says ``is_copy`` from a probability (``serving/core/copy_scores.py``). The
+probability is fitted here, through the service core's own search path, on a calibration set:
+
+* originals are indexed among distractors (crops of other photos, plus ``distractors``);
+* each original and each *negative* photo (never indexed) is edited once per edit family
+  (``simclr_search.edits``) and searched for;
+* each query's best hit is a copy when it is the query's original; a logistic model of the hit's
+  three measurements is fitted to that, and the threshold that reaches ``precision`` is kept.
+
+The result goes to ``BUNDLE/copy_calibration.json`` with what it was fitted on. Calibrate on photos
+you will not evaluate on: the benchmark (``benchmarks/bench_copy_detection.py``) keeps its
+calibration and evaluation splits apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from simclr_search.edits import FAMILIES, edited
+from simclr_search.serving.core.config import ServiceConfig
+from simclr_search.serving.core.copy_scores import CopyCalibration, calibrate
+from simclr_search.serving.core.service import SearchService
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Encoded images: ``originals`` are indexed, ``negatives`` are not, ``distractors`` are
+    indexed and never queried (name -> bytes each)."""
+
+    originals: dict[str, bytes]
+    negatives: dict[str, bytes]
+    distractors: dict[str, bytes]
+
+
+def split_library(
+    images: dict[str, bytes], seed: int, crops_per_source: int = 10
+) -> CalibrationSet:
+    """Half the photos as originals, a quarter as negatives, a quarter cut into distractor crops."""
+    names = sorted(images)
+    rng = np.random.default_rng(seed)
+    order = [names[i] for i in rng.permutation(len(names))]
+    half, three_quarters = len(order) // 2, (3 * len(order)) // 4
+    distractors = {
+        f"{name}#crop{j}": edited(images[name], "crop", rng)
+        for name in order[three_quarters:]
+        for j in range(crops_per_source)
+    }
+    return CalibrationSet(
+        {n: images[n] for n in order[:half]},
+        {n: images[n] for n in order[half:three_quarters]},
+        distractors,
+    )
+
+
+async def measure(
+    config: ServiceConfig, data: CalibrationSet, seed: int, progress: bool = True
+) -> dict[str, np.ndarray]:
+    """Index ``data`` in a fresh store and answer every edited query through the service core:
+    the best hit's measurements and whether it is the query's original."""
+    service = SearchService(config)
+    await service.start()
+    try:
+        indexed = list(data.originals.items()) + list(data.distractors.items())
+        for start in range(0, len(indexed), 64):
+            batch = [(name, blob, name, "") for name, blob in indexed[start : start + 64]]
+            await service.index_images("", batch)
+        rng = np.random.default_rng(seed + 1)
+        sources = [(n, b, True) for n, b in data.originals.items()]
+        sources += [(n, b, False) for n, b in data.negatives.items()]
+        rows = []
+        queries = [(n, b, pos, f) for n, b, pos in sources for f in FAMILIES]
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(queries), desc="calibration queries", unit="query")
+        for name, blob, positive, family in queries:
+            hits = await service.search("", 1, image=edited(blob, family, rng))
+            if hits:
+                top = hits[0]
+                rows.append(
+                    (top.whole, top.window, top.inliers, positive and top.hit.external_id == name)
+                )
+            if bar is not None:
+                bar.update()
+        if bar is not None:
+            bar.close()
+    finally:
+        await service.stop()
+    whole, window, inliers, correct = (np.array(column) for column in zip(*rows, strict=True))
+    return {"whole": whole, "window": window, "inliers": inliers, "correct": correct}
+
+
+def calibrate_bundle(
+    bundle: Path,
+    data: CalibrationSet,
+    precision: float = 0.9,
+    seed: int = 0,
+    described_as: str = "",
+    progress: bool = True,
+) -> CopyCalibration:
+    """Fit and store the bundle's copy calibration; returns it."""
+    if not 0 < precision < 1:
+        raise ValueError(f"precision must be between 0 and 1, got {precision}")
+    if len(data.originals) < 4 or len(data.negatives) < 2:
+        raise ValueError("calibration needs at least 4 originals and 2 negative photos")
+    with tempfile.TemporaryDirectory(prefix="simclr-calibrate-") as store:
+        config = ServiceConfig(bundle=Path(bundle), store=Path(store), tie_break_margin=0.0)
+        measured = asyncio.run(measure(config, data, seed, progress))
+    fitted_on = {
+        "images": described_as,
+        "originals": len(data.originals),
+        "negatives": len(data.negatives),
+        "distractors": len(data.distractors),
+        "queries": len(measured["correct"]),
+        "families": list(FAMILIES),
+        "seed": seed,
+    }
+    model = calibrate(
+        measured["whole"],
+        measured["window"],
+        measured["inliers"],
+        measured["correct"],
+        precision,
+        fitted_on,
+    )
+    model.save(Path(bundle))
+    return model
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="fit a bundle's copy decision (is_copy) on edited copies of your own photos; "
+        "writes BUNDLE/copy_calibration.json",
+        add_help=add_help,
+    )
+    p.add_argument("images", help="folder or .tar archive of photos (at least 16; 100+ is better)")
+    p.add_argument("--bundle", type=Path, default=Path("bundle"), help="model bundle to calibrate")
+    p.add_argument("--precision", type=float, default=0.9, help="precision is_copy is fitted for")
+    p.add_argument("--seed", type=int, default=0, help="split and edit seed")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return p
+
+
+def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    from simclr_search.bundle.sources import iter_image_bytes
+
+    images = {str(record.uri): data for record, data in iter_image_bytes(args.images)}
+    data = split_library(images, args.seed)
+    model = calibrate_bundle(
+        args.bundle, data, args.precision, args.seed, str(args.images), args.progress
+    )
+    print(
+        f"simclr calibrate-copies: wrote {Path(args.bundle) / 'copy_calibration.json'} "
+        f"(threshold {model.threshold:.3f} for precision {model.target_precision:g}, "
+        f"{model.fitted_on['queries']} queries)"
+    )
+    return 0

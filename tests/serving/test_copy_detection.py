@@ -1,0 +1,155 @@
+"""Copy detection: the views, local features, the calibration file, and a real server that finds
+each edit family's original on a small photo set and calls photos it does not hold not-a-copy."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from simclr_search.edits import FAMILIES, edited
+from simclr_search.serving.core import local_features
+from simclr_search.serving.core.copy_scores import (
+    CopyCalibration,
+    calibrate,
+    fit_logistic,
+    threshold_for_precision,
+)
+from simclr_search.serving.core.photo_views import WHOLE, photo, query_views, square, trim_border
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "denoise-eval"
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "compact-cifar10"
+
+
+def _kodak(count: int) -> list[bytes]:
+    path = SHARED / "Kodak24.tar"
+    if not path.exists():
+        pytest.skip(f"needs {path} (../shared/datasets)")
+    with tarfile.open(path) as tar:
+        members = sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
+        return [tar.extractfile(m).read() for m in members[:count]]
+
+
+def _texture(seed: int, size: tuple[int, int] = (320, 240)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BICUBIC))
+
+
+def test_trim_border_removes_padding_only() -> None:
+    inner = _texture(0)
+    padded = np.asarray(ImageOps.expand(Image.fromarray(inner), border=(30, 12), fill=(9, 200, 9)))
+    trimmed = trim_border(padded)
+    assert (
+        abs(trimmed.shape[0] - inner.shape[0]) <= 2 and abs(trimmed.shape[1] - inner.shape[1]) <= 2
+    )
+    assert trim_border(inner).shape == inner.shape  # nothing to trim
+    flat = np.full((50, 50, 3), 128, np.uint8)
+    assert trim_border(flat).shape == flat.shape  # all border: kept
+
+
+def test_query_views_start_with_the_stored_view() -> None:
+    pixels = _texture(1)
+    views, kinds = query_views(pixels, 32)
+    np.testing.assert_array_equal(views[0], square(pixels, 32))
+    assert views.shape[1:] == (32, 32, 3) and len(views) == len(kinds)
+    assert (kinds == WHOLE).sum() == 8  # no border: the 8 orientations only
+    np.testing.assert_array_equal(views[2], np.rot90(views[0], 1))
+    bordered = np.asarray(ImageOps.expand(Image.fromarray(pixels), border=40, fill=(255, 255, 255)))
+    assert (query_views(bordered, 32)[1] == WHOLE).sum() == 10  # + trimmed, upright and mirrored
+
+
+def test_local_features_pack_round_trip_and_match_a_crop_not_another_picture() -> None:
+    extractor = local_features.LocalFeatures()
+    a, b = _texture(2, (480, 360)), _texture(3, (480, 360))
+    points, descriptors = extractor.extract(a)
+    assert len(descriptors) > 50
+    unpacked = local_features.unpack(local_features.pack(points, descriptors))
+    np.testing.assert_allclose(unpacked[0], points, atol=0.25)  # float16 positions
+    np.testing.assert_array_equal(unpacked[1], descriptors)
+    assert local_features.unpack(b"") is None and local_features.unpack(b"\x09garbage") is None
+    crop = np.ascontiguousarray(a[40:300, 60:400])
+    assert extractor.inliers(extractor.extract(crop), (points, descriptors)) >= 20
+    assert extractor.inliers(extractor.extract(b), (points, descriptors)) < 10
+
+
+def test_logistic_fit_and_threshold_against_hand_computed_values() -> None:
+    # separable in x: the fitted slope is positive and large, probabilities ordered by x
+    x = np.column_stack([np.ones(8), np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9])])
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1], dtype=float)
+    w = fit_logistic(x, y)
+    assert w[1] > 5 and abs(w[0] + 0.5 * w[1]) < 0.5  # the boundary near x = 0.5
+    # scores best first: correct, correct, wrong, correct, wrong -> precision 1, 1, 2/3, 3/4, 3/5
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    correct = np.array([1, 1, 0, 1, 0], dtype=float)
+    assert threshold_for_precision(scores, correct, 0.75) == 0.6
+    assert threshold_for_precision(scores, correct, 1.0) == 0.8
+    assert threshold_for_precision(scores, np.zeros(5), 0.9) == 1.0
+
+
+def test_calibration_file_round_trips(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    whole = np.concatenate([rng.uniform(0.8, 1.0, 50), rng.uniform(0.3, 0.85, 50)])
+    window = whole - 0.05
+    inliers = np.concatenate([rng.integers(10, 80, 50), rng.integers(0, 8, 50)])
+    correct = np.concatenate([np.ones(50), np.zeros(50)])
+    model = calibrate(whole, window, inliers, correct, 0.9, {"images": "synthetic"})
+    model.save(tmp_path)
+    loaded = CopyCalibration.load(tmp_path)
+    assert loaded == model
+    np.testing.assert_allclose(
+        loaded.probability(whole, window, inliers), model.probability(whole, window, inliers)
+    )
+    decided = loaded.probability(whole, window, inliers) >= loaded.threshold
+    assert correct[decided].mean() >= 0.9
+    assert CopyCalibration.load(tmp_path / "none") is None
+    (tmp_path / "copy_calibration.json").write_text('{"format_version": 7}')
+    with pytest.raises(ValueError, match="format_version"):
+        CopyCalibration.load(tmp_path)
+
+
+@pytest.mark.slow
+def test_the_server_finds_each_edit_familys_original(tmp_path: Path, loop_thread) -> None:
+    """Six photos indexed among crops of two others; edits of two of them are found, edits of
+    photos not in the index are not called copies (the shipped bundle and its calibration)."""
+    from simclr_search.serving.client import Client
+    from simclr_search.serving.server.app import start_server
+    from simclr_search.serving.server.settings import ServerOptions
+    from tests.serving.conftest import make_config
+
+    if CopyCalibration.load(SHIPPED) is None:
+        pytest.fail("the shipped bundle has no copy_calibration.json")
+    photos = _kodak(10)
+    originals = {f"photo{i}": photos[i] for i in range(6)}
+    rng = np.random.default_rng(5)
+    distractors = {f"crop{i}{j}": edited(photos[i], "crop", rng) for i in (6, 7) for j in range(8)}
+    running = loop_thread.run(
+        start_server(
+            make_config(SHIPPED, tmp_path / "store"),
+            ServerOptions(address="127.0.0.1:0", metrics_port=0),
+        )
+    )
+    try:
+        with Client(f"127.0.0.1:{running.port}") as client:
+            items = [(n, d, n, {}) for n, d in {**originals, **distractors}.items()]
+            assert all(r.status == 1 for r in client.index_images(items))
+            found: dict[str, list[bool]] = {}
+            for name in ("photo0", "photo1"):
+                for family in FAMILIES:
+                    top = client.search(image=edited(originals[name], family, rng), k=3)[0]
+                    found.setdefault(family, []).append(top.id == name and top.is_copy)
+            missing = [f for f, ok in found.items() if not any(ok)]
+            assert not missing, found
+            assert np.mean([v for ok in found.values() for v in ok]) >= 0.9, found
+            for negative in (photos[8], photos[9]):
+                for family in ("crop", "jpeg", "text", "rotate90"):
+                    hits = client.search(image=edited(negative, family, rng), k=3)
+                    assert not any(h.is_copy for h in hits), (family, hits)
+            exact = client.search(image=originals["photo3"], k=1)[0]
+            assert exact.id == "photo3" and exact.is_copy and exact.copy_probability > 0.9
+            assert len(photo(originals["photo3"], 10**8)) > 0
+    finally:
+        loop_thread.run(running.stop())
