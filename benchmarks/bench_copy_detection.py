@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import sys
 import tempfile
 import threading
@@ -48,6 +49,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", type=Path, default=ROOT / "models" / "compact-cifar10")
     p.add_argument("--calibrate", action="store_true", help="fit the bundle's calibration first")
     p.add_argument("--quick", action="store_true", help="fewer photos, distractors and big JPEGs")
+    p.add_argument(
+        "--ablation",
+        action="store_true",
+        help="instead: what each part buys (views, verification), each variant calibrated on the "
+        "calibration split and measured on the quick set through the service core",
+    )
     return p
 
 
@@ -207,14 +214,49 @@ def main(args: argparse.Namespace) -> dict:
                 result.update(speed(client, server, images, originals, args.quick))
         finally:
             server.stop()
+        server = Server(args.bundle, Path(tmp) / "cifar-store")
+        try:
+            with Client(server.address) as client:
+                result["cifar"] = cifar_edits(client, 2000 if args.quick else 10_000, args.quick)
+        finally:
+            server.stop()
     for kind in ("phash", "pdq"):
         result[kind] = evaluate(hash_answers(index, queries, kind))
     return result
 
 
+def cifar_edits(client, count: int, quick: bool) -> dict:
+    """The project's CIFAR-10 search benchmark's 7 edits (``bench_search_quality.py``), through
+    this server's search by image (copy detection on): top-1 per edit over ``count`` indexed."""
+    from benchmarks.bench_search_quality import EDITS, edit
+
+    library = cifar_images("test", count, SEED + 7)
+    list(client.index_images([(n, d, n, {}) for n, d in library.items()]))
+    rng = np.random.default_rng(SEED + 8)
+    names = list(library)
+    picks = [names[i] for i in rng.choice(len(names), 100 if quick else 500, replace=False)]
+    top1 = {}
+    for name in EDITS:
+        found = [client.search(image=edit(library[n], name, rng), k=1)[0].id == n for n in picks]
+        top1[name] = round(float(np.mean(found)), 4)
+    return {
+        "indexed": count,
+        "queries_per_edit": len(picks),
+        "top1": top1,
+        "mean_top1": round(float(np.mean(list(top1.values()))), 4),
+    }
+
+
+def _store_bytes(server: Server) -> int:
+    """The collection's files on disk after a snapshot (SQLite, its WAL, the FAISS file)."""
+    server.running.service.store.get("images").snapshot()
+    return sum(f.stat().st_size for f in (server.store / "images").rglob("*") if f.is_file())
+
+
 def speed(client, server, images, originals, quick: bool) -> dict:
     """12 MP search latency, 12 MP indexing rate, and the store's bytes per photo."""
     photos_12mp = big_jpegs([images[n] for n in originals], 12 if quick else 48)
+    before = _store_bytes(server)
     tick = time.perf_counter()
     list(client.index_images([(f"big{i}", d, "", {}) for i, d in enumerate(photos_12mp)]))
     index_rate = len(photos_12mp) / (time.perf_counter() - tick)
@@ -226,18 +268,81 @@ def speed(client, server, images, originals, quick: bool) -> dict:
         client.search(image=data, k=10)
         latencies.append(time.perf_counter() - tick)
     collection = server.running.service.store.get("images")
-    collection.snapshot()
-    files = sum(f.stat().st_size for f in (server.store / "images").rglob("*") if f.is_file())
-    count = collection.count()
+    per_photo = (_store_bytes(server) - before) / len(photos_12mp)
     return {
         "index_12mp_photos_per_s": round(index_rate, 2),
         "search_ms_12mp_p50": round(1000 * float(np.median(latencies)), 1),
         "search_ms_12mp_p95": round(1000 * float(np.percentile(latencies, 95)), 1),
-        "store_bytes_per_item": round(files / count),
+        "store_bytes_per_photo": round(per_photo),
         "index_ram_bytes_per_item": 4 * collection.config.dim,
         "jpeg_12mp_mean_bytes": round(float(np.mean([len(d) for d in photos_12mp]))),
     }
 
 
+VARIANTS = {
+    "whole view only": (dict(orientations=False, trimmed=False, windows=False), False),
+    "+ 8 orientations": (dict(orientations=True, trimmed=False, windows=False), False),
+    "+ border trimmed": (dict(orientations=True, trimmed=True, windows=False), False),
+    "+ windows": (dict(orientations=True, trimmed=True, windows=True), False),
+    "+ local features (all)": (dict(orientations=True, trimmed=True, windows=True), True),
+}
+
+
+def ablation(bundle: Path) -> dict:
+    """Each variant: calibrated alone, then the quick evaluation set through the service core."""
+    import shutil
+
+    from simclr_search.serving.core.config import ServiceConfig
+    from simclr_search.serving.core.copy_scores import CopyCalibration
+    from simclr_search.serving.core.photo_views import ViewSet
+    from simclr_search.serving.jobs.calibrate import (
+        CalibrationSet,
+        calibrate_bundle,
+        measure,
+    )
+
+    images = photos()
+    r = roles(list(images))
+    originals, negatives = r["originals"][::3], r["negatives"][::3]
+    index = {n: images[n] for n in originals}
+    index.update(crops(images, r["distractor_sources"], 10, SEED + 3))
+    index.update(cifar_images("test", 200, SEED + 4))
+    evaluation = CalibrationSet(
+        {n: images[n] for n in originals},
+        {n: images[n] for n in negatives},
+        {n: d for n, d in index.items() if n not in originals},
+    )
+    out = []
+    with tempfile.TemporaryDirectory(prefix="simclr-ablation-") as tmp:
+        for name, (parts, verify) in VARIANTS.items():
+            variant = Path(tmp) / "bundle"
+            shutil.rmtree(variant, ignore_errors=True)
+            shutil.copytree(bundle, variant)
+            views = ViewSet(**parts)
+            calibrate_bundle(
+                variant, calibration_set(images, 300), progress=False, views=views, verify=verify
+            )
+            config = ServiceConfig(bundle=variant, store=Path(tmp) / f"store-{len(out)}")
+            measured = asyncio.run(measure(config, evaluation, SEED + 6, False, views, verify))
+            model = CopyCalibration.load(variant)
+            scores = model.probability(measured["whole"], measured["window"], measured["inliers"])
+            result = evaluate(
+                [
+                    ("t" if positive else None, str(family), "t" if correct else "n", float(p))
+                    for positive, family, correct, p in zip(
+                        measured["positive"],
+                        measured["family"],
+                        measured["correct"],
+                        scores,
+                        strict=True,
+                    )
+                ]
+            )
+            out.append({"variant": name, **result})
+            print(name, json.dumps(result), flush=True)
+    return {"ablation": out}
+
+
 if __name__ == "__main__":
-    emit(main(get_args_parser().parse_args()))
+    arguments = get_args_parser().parse_args()
+    emit(ablation(arguments.bundle) if arguments.ablation else main(arguments))

@@ -57,6 +57,9 @@ from simclr_search.serving.jobs.indexer import bulk_config, index_local
 from simclr_search.serving.jobs.quickstart import start_server
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Search by image is copy detection (the query's views, verification): several encoder runs per
+#: query, so its latency is measured at a rate this machine sustains, not Embed's 100/s.
+SEARCH_IMAGE_RATE = 50.0
 
 
 def rss_mb(pid: int) -> float:
@@ -416,7 +419,7 @@ def main() -> None:
         )
         result["indexed_images"] = asyncio.run(index_images(address, images))
         result["search_image_latency"] = asyncio.run(
-            latency(address, "search_image", images, 100.0, seconds)
+            latency(address, "search_image", images, SEARCH_IMAGE_RATE, seconds)
         )
         print(
             f"Embed at 100/s: p50 {result['embed_latency']['p50_ms']:.1f} ms, p99 {result['embed_latency']['p99_ms']:.1f} ms"
@@ -427,7 +430,7 @@ def main() -> None:
             f"p99 {result['search_latency']['p99_ms']:.1f} ms"
         )
         print(
-            f"Search by image over {result['indexed_images']:,} images at 100/s: "
+            f"Search by image over {result['indexed_images']:,} images at {SEARCH_IMAGE_RATE:g}/s: "
             f"p50 {result['search_image_latency']['p50_ms']:.1f} ms, "
             f"p99 {result['search_image_latency']['p99_ms']:.1f} ms"
         )

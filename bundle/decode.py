@@ -17,6 +17,7 @@ numpy and Pillow only (the server imports this without torch).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import warnings
@@ -59,21 +60,42 @@ def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int = 0) -> 
     Raises:
         ImageDecodeError: empty, truncated, unsupported or oversized images.
     """
+    with _decoding():
+        image = _open_checked(data, max_pixels)
+        if min_side and image.format in ("JPEG", "MPO"):
+            image.draft("RGB", (min_side, min_side))  # keeps both sides >= min_side
+        image.load()
+        return eight_bit_rgb(ImageOps.exif_transpose(image))
+
+
+def probe(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """``(width, height)`` from the header alone (no pixel decoded: microseconds), with the same
+    refusals as :func:`decode_rgb` for empty, unknown, unsupported and oversized images; for
+    checks that must answer before a request waits in a queue."""
+    with _decoding(), _open_checked(data, max_pixels) as image:
+        return image.size
+
+
+def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
+    """Open (header only), refusing empty data, other formats and too many pixels."""
     if not data:
         raise ImageDecodeError("empty file")
+    image = Image.open(io.BytesIO(data))
+    if image.format not in ALLOWED_FORMATS:
+        raise ImageDecodeError(f"format {image.format!r} is not one of: {FORMAT_NAMES}")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageDecodeError(f"{width}x{height} pixels is over the limit of {max_pixels}")
+    return image
+
+
+@contextlib.contextmanager
+def _decoding():
+    """Every decoder failure (and a decompression bomb) as :class:`ImageDecodeError`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            if image.format not in ALLOWED_FORMATS:
-                raise ImageDecodeError(f"format {image.format!r} is not one of: {FORMAT_NAMES}")
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageDecodeError(f"{width}x{height} pixels is over the limit of {max_pixels}")
-            if min_side and image.format in ("JPEG", "MPO"):
-                image.draft("RGB", (min_side, min_side))  # keeps both sides >= min_side
-            image.load()
-            return eight_bit_rgb(ImageOps.exif_transpose(image))
+            yield
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as exc:
@@ -94,34 +116,6 @@ def _readable(exc: BaseException) -> str:
     """The decoder's message without the in-memory file's repr (``<_io.BytesIO object at 0x..>``),
     which tells a caller nothing."""
     return _OBJECT_REPR.sub("the image", str(exc)).strip() or type(exc).__name__
-
-
-def probe(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
-    """``(width, height)`` from the header alone (no pixel decoded: microseconds), with the same
-    refusals as :func:`decode_rgb` for empty, unknown, unsupported and oversized images; for
-    checks that must answer before a request waits in a queue."""
-    if not data:
-        raise ImageDecodeError("empty file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                fmt, (width, height) = image.format, image.size
-    except UnidentifiedImageError as exc:
-        raise ImageDecodeError("cannot decode image: not a file in a format we read") from exc
-    except (
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as exc:
-        raise ImageDecodeError(f"cannot decode image: {_readable(exc)}") from exc
-    if fmt not in ALLOWED_FORMATS:
-        raise ImageDecodeError(f"format {fmt!r} is not one of: {FORMAT_NAMES}")
-    if width * height > max_pixels:
-        raise ImageDecodeError(f"{width}x{height} pixels is over the limit of {max_pixels}")
-    return width, height
 
 
 def eight_bit_rgb(image: Image.Image) -> Image.Image:

@@ -35,6 +35,7 @@ __all__ = [
     "decode_full",
     "decode_square",
     "encoder_input",
+    "fast_jpeg",
     "normalize",
 ]
 
@@ -42,7 +43,7 @@ __all__ = [
 RESIZE_POLICY = "shorter-side-bicubic-center-crop"
 
 
-def _fast_jpeg(data: bytes, max_pixels: int, size: int = 0) -> np.ndarray | None:
+def fast_jpeg(data: bytes, max_pixels: int, size: int = 0) -> np.ndarray | None:
     """``(H, W, 3)`` uint8 through simplejpeg, or None where Pillow must decide.
 
     Only baseline colour/grey JPEGs without EXIF (so upright) that need no DCT downscaling take
@@ -72,7 +73,7 @@ def decode_full(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     Raises:
         ImageDecodeError: empty, truncated, unsupported or oversized images.
     """
-    fast = _fast_jpeg(data, max_pixels)
+    fast = fast_jpeg(data, max_pixels)
     if fast is not None:
         return fast
     return np.asarray(decode_rgb(data, max_pixels), dtype=np.uint8)
@@ -86,7 +87,7 @@ def decode_square(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> np.nd
     """
     if size <= 0:
         raise ValueError(f"size must be positive, got {size}")
-    fast = _fast_jpeg(data, max_pixels, size)
+    fast = fast_jpeg(data, max_pixels, size)
     if fast is not None and fast.shape[:2] == (size, size):
         return fast  # already the model's size (a thumbnail library): nothing to resize
     image = Image.fromarray(fast) if fast is not None else decode_rgb(data, max_pixels, size)

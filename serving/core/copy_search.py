@@ -22,7 +22,7 @@ import numpy as np
 from simclr_search.index.hits import Hit
 from simclr_search.serving.core import local_features
 from simclr_search.serving.core.copy_scores import CopyCalibration
-from simclr_search.serving.core.photo_views import WINDOW, query_views
+from simclr_search.serving.core.photo_views import ALL_VIEWS, WINDOW, ViewSet, query_views
 from simclr_search.serving.core.request_images import Photo, RequestImages, thread_features
 from simclr_search.serving.core.tie_break import (
     DEFAULT_MARGIN,
@@ -95,6 +95,8 @@ class CopySearch:
         embed: ``(n, S, S, 3)`` uint8 -> ``(n, D)`` embeddings (the micro-batcher).
         calibration: the bundle's fitted copy model, or None (order by cosine, no decisions).
         tie_break_margin: cosine margin of the thumbnail tie-break among tied probabilities.
+        views / verify: which query views, and whether to check local features (all, and yes,
+            in the server; the benchmark's ablation measures each part).
     """
 
     def __init__(
@@ -103,12 +105,15 @@ class CopySearch:
         embed: Callable[[np.ndarray], Awaitable[np.ndarray]],
         calibration: CopyCalibration | None,
         tie_break_margin: float = DEFAULT_MARGIN,
+        views: ViewSet = ALL_VIEWS,
+        verify: bool = True,
     ) -> None:
         self.requests = requests
         self.tie_break_margin = tie_break_margin
+        self.views = views
         self.embed = embed
         self.calibration = calibration
-        self.verify = local_features.available()
+        self.verify = verify and local_features.available()
 
     async def search(
         self, image: bytes, k: int, search: Callable[[np.ndarray, int], Awaitable[list[list[Hit]]]]
@@ -118,7 +123,9 @@ class CopySearch:
         result = (await self.requests.decode_photos([image], with_features=False))[0]
         if isinstance(result, Exception):
             raise result
-        views, kinds = await self.requests.run(query_views, result.pixels, self.requests.size)
+        views, kinds = await self.requests.run(
+            query_views, result.pixels, self.requests.size, self.views
+        )
         vectors = await self.embed(views)
         best = _best_per_item(await search(vectors, max(PER_VIEW, k)), kinds)
         ranked = sorted(best.values(), key=lambda e: -max(e[1], e[2]))
@@ -150,16 +157,27 @@ class CopySearch:
     def _near_ties(self, hits: list[CopyHit], thumbnail: bytes) -> list[CopyHit]:
         """Hits whose probabilities tie with the best (within :data:`PROBABILITY_TIE`; all of them
         without a calibration) in the thumbnail tie-break's order (``tie_break.py``): what tells
-        a blurred copy from a near-duplicate photo when nothing else does."""
+        a blurred copy from a near-duplicate photo when nothing else does. When the best hit has
+        no local-feature inliers, every hit without any joins the tie."""
         if len(hits) < 2 or self.tie_break_margin <= 0:
             return hits
-        top = hits[0].copy_probability
-        group = [h for h in hits if h.copy_probability >= top - PROBABILITY_TIE]
-        group.sort(key=lambda h: -h.hit.score)
+        top = hits[0]
+        # Without local evidence for the best hit (an icon, say), the hits without any are told
+        # apart by what is left: cosine and thumbnail.
+        blind = top.inliers == 0
+        tied = [
+            h.copy_probability >= top.copy_probability - PROBABILITY_TIE
+            or (blind and h.inliers == 0)
+            for h in hits
+        ]
+        group = sorted(
+            (h for h, t in zip(hits, tied, strict=True) if t), key=lambda h: -h.hit.score
+        )
+        rest = [h for h, t in zip(hits, tied, strict=True) if not t]
         order = near_tie_order(
             np.array([h.hit.score for h in group]),
             thumbnail,
             [h.hit.signature for h in group],
             self.tie_break_margin,
         )
-        return [group[i] for i in order] + hits[len(group) :]
+        return [group[i] for i in order] + rest

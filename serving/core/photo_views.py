@@ -18,10 +18,13 @@ local-feature check into a calibrated answer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
 from simclr_search.bundle.decode import ImageDecodeError, decode_rgb
+from simclr_search.bundle.preprocess import fast_jpeg
 
 #: The longer side photos are analysed at (local features, views): enough for ORB's 8 scales.
 PHOTO_SIDE = 640
@@ -39,7 +42,12 @@ def photo(data: bytes, max_pixels: int) -> np.ndarray:
     Raises:
         ImageDecodeError: as :func:`bundle.decode.decode_rgb`.
     """
-    image = decode_rgb(data, max_pixels, min_side=PHOTO_SIDE // 2)
+    fast = fast_jpeg(data, max_pixels, PHOTO_SIDE // 2)  # small EXIF-free JPEGs: no Pillow
+    if fast is not None and max(fast.shape[:2]) <= PHOTO_SIDE:
+        return fast
+    image = (
+        Image.fromarray(fast) if fast is not None else decode_rgb(data, max_pixels, PHOTO_SIDE // 2)
+    )
     w, h = image.size
     scale = PHOTO_SIDE / max(w, h)
     if scale < 1:
@@ -51,6 +59,8 @@ def photo(data: bytes, max_pixels: int) -> np.ndarray:
 def square(pixels: np.ndarray, size: int) -> np.ndarray:
     """``(H, W, 3)`` -> ``(size, size, 3)``: the shorter side resized to ``size`` (bicubic), the
     centre cropped: the encoder's training policy (``bundle.preprocess``)."""
+    if pixels.shape[:2] == (size, size):
+        return pixels
     image = Image.fromarray(pixels)
     scale = size / min(image.size)
     new_w = max(size, round(image.size[0] * scale))
@@ -105,23 +115,40 @@ def windows(pixels: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def query_views(pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class ViewSet:
+    """Which views a query gets (all by default; the benchmark's ablation turns parts off)."""
+
+    orientations: bool = True
+    trimmed: bool = True
+    windows: bool = True
+
+
+ALL_VIEWS = ViewSet()
+
+
+def query_views(
+    pixels: np.ndarray, size: int, parts: ViewSet = ALL_VIEWS
+) -> tuple[np.ndarray, np.ndarray]:
     """The views of a query photo: ``(n, size, size, 3)`` uint8 squares (the first is the stored
     images' own view, exactly) and ``(n,)`` their kinds, :data:`WHOLE` or :data:`WINDOW`.
 
     The whole picture in 8 orientations; trimmed of borders (if any) upright and mirrored; windows
-    upright. All but the first come from a copy 4 ``size`` on its shorter side, which keeps the
+    upright. A picture under 2 ``size`` on its shorter side (an icon) gets the orientations only. All but the first come from a copy 4 ``size`` on its shorter side, which keeps the
     views' detail and makes them ~20x cheaper to cut and resize than from the full photo.
     """
-    whole = _dihedral(square(pixels, size))
+    stored = square(pixels, size)
+    whole = _dihedral(stored) if parts.orientations else [stored]
+    if min(pixels.shape[:2]) < 2 * size:  # an icon: its windows would be a few pixels, enlarged
+        return np.ascontiguousarray(np.stack(whole)), np.full(len(whole), WHOLE, dtype=np.int8)
     small = _shrink(pixels, 4 * size)
-    trimmed = trim_border(small)
+    trimmed = trim_border(small) if parts.trimmed else small
     if trimmed.shape != small.shape:
         view = square(trimmed, size)
         whole += [view, view[:, ::-1]]
-    parts = [square(part, size) for part in windows(trimmed)]
-    views = np.ascontiguousarray(np.stack(whole + parts))
-    kinds = np.array([WHOLE] * len(whole) + [WINDOW] * len(parts), dtype=np.int8)
+    cut = [square(part, size) for part in windows(trimmed)] if parts.windows else []
+    views = np.ascontiguousarray(np.stack(whole + cut))
+    kinds = np.array([WHOLE] * len(whole) + [WINDOW] * len(cut), dtype=np.int8)
     return views, kinds
 
 
@@ -137,6 +164,7 @@ def _shrink(pixels: np.ndarray, shorter: int) -> np.ndarray:
 
 
 __all__ = [
+    "ALL_VIEWS",
     "PHOTO_SIDE",
     "WHOLE",
     "WINDOW",

@@ -27,6 +27,7 @@ import numpy as np
 from simclr_search.edits import FAMILIES, edited
 from simclr_search.serving.core.config import ServiceConfig
 from simclr_search.serving.core.copy_scores import CopyCalibration, calibrate
+from simclr_search.serving.core.photo_views import ALL_VIEWS, ViewSet
 from simclr_search.serving.core.service import SearchService
 
 
@@ -61,12 +62,20 @@ def split_library(
 
 
 async def measure(
-    config: ServiceConfig, data: CalibrationSet, seed: int, progress: bool = True
+    config: ServiceConfig,
+    data: CalibrationSet,
+    seed: int,
+    progress: bool = True,
+    views: ViewSet = ALL_VIEWS,
+    verify: bool = True,
 ) -> dict[str, np.ndarray]:
     """Index ``data`` in a fresh store and answer every edited query through the service core:
-    the best hit's measurements and whether it is the query's original."""
+    the best hit's measurements and whether it is the query's original. ``views`` and ``verify``
+    choose the parts of copy detection (all, as the server runs it; the benchmark's ablation)."""
     service = SearchService(config)
     await service.start()
+    service.copies.views = views
+    service.copies.verify = verify and service.copies.verify
     try:
         indexed = list(data.originals.items()) + list(data.distractors.items())
         for start in range(0, len(indexed), 64):
@@ -86,17 +95,17 @@ async def measure(
             hits = await service.search("", 1, image=edited(blob, family, rng))
             if hits:
                 top = hits[0]
-                rows.append(
-                    (top.whole, top.window, top.inliers, positive and top.hit.external_id == name)
-                )
+                correct = positive and top.hit.external_id == name
+                rows.append((top.whole, top.window, top.inliers, correct, positive, family))
             if bar is not None:
                 bar.update()
         if bar is not None:
             bar.close()
     finally:
         await service.stop()
-    whole, window, inliers, correct = (np.array(column) for column in zip(*rows, strict=True))
-    return {"whole": whole, "window": window, "inliers": inliers, "correct": correct}
+    columns = [np.array(column) for column in zip(*rows, strict=True)]
+    names = ("whole", "window", "inliers", "correct", "positive", "family")
+    return dict(zip(names, columns, strict=True))
 
 
 def calibrate_bundle(
@@ -106,6 +115,8 @@ def calibrate_bundle(
     seed: int = 0,
     described_as: str = "",
     progress: bool = True,
+    views: ViewSet = ALL_VIEWS,
+    verify: bool = True,
 ) -> CopyCalibration:
     """Fit and store the bundle's copy calibration; returns it."""
     if not 0 < precision < 1:
@@ -114,7 +125,7 @@ def calibrate_bundle(
         raise ValueError("calibration needs at least 4 originals and 2 negative photos")
     with tempfile.TemporaryDirectory(prefix="simclr-calibrate-") as store:
         config = ServiceConfig(bundle=Path(bundle), store=Path(store), tie_break_margin=0.0)
-        measured = asyncio.run(measure(config, data, seed, progress))
+        measured = asyncio.run(measure(config, data, seed, progress, views, verify))
     fitted_on = {
         "images": described_as,
         "originals": len(data.originals),

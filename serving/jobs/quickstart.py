@@ -5,7 +5,8 @@
 2. index an image library (default: CIFAR-10 test from ``../shared`` if present) into a local store
    (FAISS on disk + SQLite), resumably;
 3. start ``simclr serve`` as a real server process on a free loopback port;
-4. reverse image search with edited copies (cropped, flipped, recoloured) of indexed images, and a
+4. reverse image search with edited copies (photos: cropped, turned, captioned, bordered, inset,
+   stored sideways; thumbnails: cropped, flipped, recoloured) of indexed images, and a
    denoise call;
 5. print the results and save a PNG grid (query, then its neighbours) to ``runs/quickstart/grid.png``;
 6. stop the server gracefully (the index is snapshotted).
@@ -30,6 +31,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from simclr_search.bundle.manifest import load_manifest
 from simclr_search.bundle.sources import iter_image_bytes
+from simclr_search.edits import edited
 from simclr_search.serving.client import Client
 from simclr_search.serving.jobs.indexer import bulk_config, index_local
 
@@ -38,22 +40,31 @@ SHIPPED_BUNDLE = ROOT / "models" / "compact-cifar10"
 DEFAULT_LIBRARY = ROOT.parent / "shared" / "datasets" / "cifar10-jpg" / "test.tar.gz"
 
 
+#: The edits the quickstart shows on photos (``simclr_search.edits`` has them all).
+PHOTO_EDITS = ("crop", "rotate90", "text", "border", "inset", "exif")
+
+
 def edits(data: bytes) -> dict[str, bytes]:
-    """Edited copies of an image: a crop, a mirror image and a recolouring."""
+    """Edited copies of an image: for a photo (shorter side 128 px or more) a strong crop, a
+    quarter turn, caption bars, a border, the photo inset in a larger picture and a sideways phone
+    file; for a thumbnail a crop, a mirror image and a recolouring."""
     image = Image.open(io.BytesIO(data)).convert("RGB")
     w, h = image.size
+    if min(w, h) >= 128:
+        rng = np.random.default_rng(0)
+        return {name: edited(data, name, rng) for name in PHOTO_EDITS}
     crop = image.crop((int(0.1 * w), int(0.1 * h), int(0.9 * w), int(0.9 * h))).resize(
         (w, h), Image.BICUBIC
     )
     recolour = ImageEnhance.Color(ImageEnhance.Brightness(image).enhance(1.25)).enhance(0.6)
     out = {}
-    for name, edited in {
+    for name, copy in {
         "crop": crop,
         "flip": ImageOps.mirror(image),
         "recolour": recolour,
     }.items():
         buffer = io.BytesIO()
-        edited.save(buffer, "PNG")
+        copy.save(buffer, "PNG")
         out[name] = buffer.getvalue()
     return out
 
@@ -105,6 +116,11 @@ def _search_edits(
                 f"      {name:<9} {_short(uri):<14} -> "
                 + ", ".join(f"{_short(h.uri)} ({h.score:.3f})" for h in hits[:3])
                 + ("   [original found first]" if found else "")
+                + (
+                    f" [is_copy, p={hits[0].copy_probability:.2f}]"
+                    if hits and hits[0].is_copy
+                    else ""
+                )
             )
             rows.append([data] + [payloads[h.uri] for h in hits if h.uri in payloads])
     return top1, rows
