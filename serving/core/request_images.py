@@ -63,15 +63,23 @@ def decode_photo_chunk(
 ) -> list[Photo | InvalidImage]:
     """Decode each image for copy detection (with its local features); a bad one comes back as its
     error."""
-    out: list[Photo | InvalidImage] = []
+    decoded: list[tuple[np.ndarray, np.ndarray] | InvalidImage] = []
     for data in images:
         try:
             pixels = decode_photo(data, limits)
         except InvalidImage as exc:
-            out.append(exc)
+            decoded.append(exc)
             continue
-        view = square(pixels, size)
-        signature = signatures(view[None])[0]
+        decoded.append((pixels, square(pixels, size)))
+    good = [d for d in decoded if not isinstance(d, InvalidImage)]
+    thumbs = iter(signatures(np.stack([view for _, view in good])) if good else [])
+    out: list[Photo | InvalidImage] = []
+    for entry in decoded:
+        if isinstance(entry, InvalidImage):
+            out.append(entry)
+            continue
+        pixels, view = entry
+        signature = next(thumbs)  # one thumbnail pass for the chunk: cheaper than one per image
         if with_features:
             signature += local_features.pack(*thread_features().extract(pixels))
         out.append(Photo(pixels, view, signature))
