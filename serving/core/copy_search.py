@@ -133,8 +133,8 @@ class CopySearch:
         inliers = await self.requests.run(_verify, result, [e[0] for e in checked])
         inliers += [0] * (len(ranked) - len(checked))
         whole = np.array([e[1] for e in ranked])
-        window = np.array([max(e[2], -1.0) for e in ranked])
-        window = np.where(window < 0, whole, window)  # an item only a whole view found
+        window = np.array([e[2] for e in ranked])
+        window = np.where(window < 0, whole, window)  # an item only whole views found
         if self.calibration is not None and ranked:
             probability = self.calibration.probability(whole, window, np.array(inliers))
             threshold = self.calibration.threshold

@@ -113,12 +113,16 @@ class RequestImages:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    async def decode(self, images: list[bytes]) -> np.ndarray:
-        """Encoded images -> ``(n, S, S, 3)`` uint8, in parallel; the first bad image fails the call."""
+    def check_count(self, images: list[bytes]) -> None:
+        """At least one image and at most ``max_images`` in one request (:class:`BadRequest`)."""
         if not images:
             raise BadRequest("no images in the request")
         if len(images) > self.max_images:
             raise BadRequest(f"{len(images)} images in one request; the limit is {self.max_images}")
+
+    async def decode(self, images: list[bytes]) -> np.ndarray:
+        """Encoded images -> ``(n, S, S, 3)`` uint8, in parallel; the first bad image fails the call."""
+        self.check_count(images)
         results = await self.decode_each(images)
         for i, result in enumerate(results):
             if isinstance(result, InvalidImage):
@@ -155,7 +159,7 @@ class RequestImages:
         if not images:
             return []
         if len(images) > self.max_images:
-            raise BadRequest(f"{len(images)} images in one request; the limit is {self.max_images}")
+            self.check_count(images)
         loop = asyncio.get_running_loop()
         chunk = -(-len(images) // self.threads)
         parts = await asyncio.gather(

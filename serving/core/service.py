@@ -338,16 +338,12 @@ class SearchService:
     async def _decode_for_index(self, images: list[bytes]) -> tuple[np.ndarray, list[bytes]]:
         """Images -> ``(n, S, S, 3)`` pixels to embed and the signatures to store; the first bad
         image fails the call (as :meth:`RequestImages.decode`)."""
-        if self.copies is None:
-            pixels = await self.requests.decode(images)
-            return pixels, signatures(pixels)
-        if not images:
-            raise BadRequest("no images in the request")
-        photos = await self.requests.decode_photos(images, with_features=True)
-        for i, photo in enumerate(photos):
-            if isinstance(photo, Exception):
-                raise InvalidImage(f"image {i}: {photo}") if len(images) > 1 else photo
-        return np.stack([p.square for p in photos]), [p.signature for p in photos]
+        self.requests.check_count(images)
+        decoded = await self._decode_each_for_index(images)
+        for i, result in enumerate(decoded):
+            if isinstance(result, Exception):
+                raise InvalidImage(f"image {i}: {result}") if len(images) > 1 else result
+        return np.stack([pixels for pixels, _ in decoded]), [signature for _, signature in decoded]
 
     async def delete(self, collection: str, ids: list[str], ignore_missing: bool) -> int:
         if not ids:
@@ -421,12 +417,15 @@ class SearchService:
         return outcomes  # type: ignore[return-value]
 
     async def _decode_each_for_index(self, images: list[bytes]) -> list:
-        """One ``(pixels, signature)`` or error per image (IndexImages: a bad image fails itself)."""
-        if self.copies is None:
-            decoded = await self.requests.decode_each(images)
-            return [d if isinstance(d, Exception) else (d, signatures(d[None])[0]) for d in decoded]
-        photos = await self.requests.decode_photos(images, with_features=True)
-        return [p if isinstance(p, Exception) else (p.square, p.signature) for p in photos]
+        """One ``(pixels, signature)`` or error per image (IndexImages: a bad image fails itself);
+        with copy detection the signature carries the local features too."""
+        if self.copies is not None:
+            photos = await self.requests.decode_photos(images, with_features=True)
+            return [p if isinstance(p, Exception) else (p.square, p.signature) for p in photos]
+        decoded = await self.requests.decode_each(images)
+        good = [d for d in decoded if not isinstance(d, Exception)]
+        thumbs = iter(signatures(np.stack(good)) if good else [])  # one pass for the batch
+        return [d if isinstance(d, Exception) else (d, next(thumbs)) for d in decoded]
 
     # -- image-to-image ---------------------------------------------------------------------------
     async def denoise(self, image: bytes, sigma: float) -> bytes:
