@@ -26,6 +26,23 @@ BEGIN, END = "<!-- figures: begin (scripts/gen_docs.py) -->", "<!-- figures: end
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+def _checkout_of(module: str) -> Path:
+    """The folder holding ``pyproject.toml`` above a command's module (the installed checkout)."""
+    path = Path(importlib.import_module(module).__file__).resolve()
+    return next((p for p in path.parents if (p / "pyproject.toml").exists()), ROOT)
+
+
+def _portable(default: object, checkout: Path) -> object:
+    """A default path inside or beside the checkout, written relative to the checkout's root, so the
+    page reads the same in every clone (CI checks out elsewhere than a developer does)."""
+    text = str(default)
+    for base, prefix in ((checkout, ""), (checkout.parent, "../")):
+        if text == str(base) or text.startswith(str(base) + os.sep):
+            rel = os.path.relpath(text, base)
+            return prefix + rel if rel != "." else prefix or "."
+    return default
+
+
 def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -52,6 +69,7 @@ def settings_markdown() -> str:
     for name, command in COMMANDS.items():
         lines += [f"## simclr {name}", "", command.summary + ".", ""]
         rows = []
+        checkout = _checkout_of(command.parser_module or command.module)
         for action in _parser(name)._actions:
             if not action.option_strings and action.dest in {"help"}:
                 continue
@@ -67,6 +85,7 @@ def settings_markdown() -> str:
                 default = ""
             elif isinstance(default, list | tuple):
                 default = " ".join(map(str, default))
+            default = _portable(default, checkout)
             rows.append(
                 f"| `{flag}` | {f'`{env}`' if env else ''} | {_cell(default)} | {_cell(help_text)} |"
             )
