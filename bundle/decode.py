@@ -76,6 +76,17 @@ def probe(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
         return image.size
 
 
+def header_facts(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int, bool]:
+    """``(width, height, has_exif)`` from the header alone, for choosing which of two copies to
+    keep (the larger picture, then the one that still carries its camera's EXIF)."""
+    with _decoding(), _open_checked(data, max_pixels) as image:
+        try:
+            exif = len(image.getexif()) > 0
+        except Exception:  # a damaged EXIF block is no EXIF worth keeping
+            exif = False
+        return image.width, image.height, exif
+
+
 def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
     """Open (header only), refusing empty data, other formats and too many pixels."""
     if not data:

@@ -359,6 +359,25 @@ class Collection:
         hits = self.search(item.vector, min(k + 1, MAX_K), filter)[0]
         return [h for h in hits if h.external_id != external_id][:k]
 
+    def neighbour_ids(self, vectors: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS's raw answer for whole-collection jobs (``index.neighbours``): ``(scores, internal
+        ids)``, each ``(q, k)``, id -1 and score NaN where fewer exist."""
+        q = self._vectors(vectors, "query vectors")
+        with self._lock.read():
+            return self._vi.search(q, k)
+
+    def vector_batches(self, batch: int = 4096):
+        """Every stored ``(internal ids (n,), vectors (n, dim))``, in id order, ``batch`` at a time."""
+        return self.meta.iter_vectors(self.config.dim, batch)
+
+    def items_by_internal(self, ids: Sequence[int]) -> dict[int, Item]:
+        """Stored items (without vectors) by internal id; ids since deleted are left out."""
+        return self.meta.items_by_internal(list(ids))
+
+    def same_content(self) -> list[list[int]]:
+        """Internal ids of items sharing a content hash (exact copies), one list per hash."""
+        return self.meta.same_content()
+
     def _exact_search(self, q: np.ndarray, k: int, allowed: np.ndarray) -> list[list[Hit]]:
         ids, vectors = self.meta.vectors_for(allowed.tolist(), self.config.dim)
         return to_hits(self.meta, *exact_search(q, ids, vectors, k, self.config.metric))

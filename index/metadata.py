@@ -367,6 +367,14 @@ class MetadataStore:
             )
         return found
 
+    def same_content(self) -> list[list[int]]:
+        """Internal ids of the items that share a content hash, one list per hash (by id)."""
+        rows = self._reader().execute(
+            "SELECT group_concat(id) FROM (SELECT id, content_hash FROM items "
+            "WHERE content_hash != '' ORDER BY id) GROUP BY content_hash HAVING count(*) > 1"
+        )
+        return [sorted(int(i) for i in r[0].split(",")) for r in rows]
+
     def ids_matching(self, field: str, value: Any) -> np.ndarray:
         """Internal ids whose metadata has ``field`` (dotted path) equal to ``value``. A row whose
         metadata SQLite cannot parse (NaN written by a release before writes were checked) matches

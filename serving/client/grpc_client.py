@@ -203,6 +203,20 @@ class Client:
         requests = (_index_request(collection, item) for item in items)
         yield from self.stub.IndexImages(requests, metadata=self.metadata)
 
+    def find_duplicates(
+        self,
+        collection: str = "",
+        exact_only: bool = False,
+        neighbours: int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[pb.DuplicateGroup]:
+        """The collection's duplicate groups, largest first (the whole collection is compared
+        before the first group arrives: allow minutes on a big one, hence no default deadline)."""
+        request = pb.FindDuplicatesRequest(
+            collection=collection, exact_only=exact_only, neighbours=neighbours
+        )
+        yield from self.stub.FindDuplicates(request, timeout=timeout, metadata=self.metadata)
+
 
 class AsyncClient:
     """The same calls for asyncio code (``grpc.aio``)."""

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from simclr_search.files import atomic_write
+from simclr_search.serving.core.logistic import fit_logistic, threshold_for_precision
+from simclr_search.serving.core.pair_scores import PairDecision
 
 FILENAME = "copy_calibration.json"
 FORMAT_VERSION = 1
@@ -44,12 +46,14 @@ def features(whole: np.ndarray, window: np.ndarray, inliers: np.ndarray) -> np.n
 
 @dataclass(frozen=True)
 class CopyCalibration:
-    """The fitted model. ``weights``: intercept, whole-view cosine, window cosine, log inliers."""
+    """The fitted model. ``weights``: intercept, whole-view cosine, window cosine, log inliers.
+    ``pairs``: the duplicate finder's own model of stored pairs, where one was fitted."""
 
     weights: tuple[float, ...]
     threshold: float
     target_precision: float
     fitted_on: dict[str, Any] = field(default_factory=dict)
+    pairs: PairDecision | None = None
 
     def probability(self, whole, window, inliers) -> np.ndarray:
         """``(n,)`` probabilities that each candidate is a copy."""
@@ -74,38 +78,24 @@ class CopyCalibration:
         weights = tuple(float(w) for w in data["weights"])
         if len(weights) != 4:
             raise ValueError(f"{path}: expected 4 weights, got {len(weights)}")
+        pairs = data.get("pairs")
+        if pairs is not None:
+            pair_weights = tuple(float(w) for w in pairs["weights"])
+            if len(pair_weights) != 5:
+                raise ValueError(f"{path}: expected 5 pair weights, got {len(pair_weights)}")
+            pairs = PairDecision(
+                pair_weights,
+                float(pairs["threshold"]),
+                float(pairs["target_precision"]),
+                pairs.get("fitted_on", {}),
+            )
         return cls(
-            weights, float(data["threshold"]), float(data["target_precision"]), data["fitted_on"]
+            weights,
+            float(data["threshold"]),
+            float(data["target_precision"]),
+            data["fitted_on"],
+            pairs,
         )
-
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50) -> np.ndarray:
-    """Weights ``(d,)`` of an L2-regularised logistic regression of ``y`` (0/1) on ``x`` ``(n, d)``,
-    by Newton's method (the intercept column is not penalised)."""
-    w = np.zeros(x.shape[1])
-    penalty = np.full(x.shape[1], l2)
-    penalty[0] = 0.0
-    for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -60, 60)))
-        gradient = x.T @ (p - y) + penalty * w
-        hessian = (x * (p * (1 - p))[:, None]).T @ x + np.diag(penalty + 1e-9)
-        step = np.linalg.solve(hessian, gradient)
-        w -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    return w
-
-
-def threshold_for_precision(scores: np.ndarray, correct: np.ndarray, precision: float) -> float:
-    """The lowest score threshold at which the answers at or above it reach ``precision``
-    (answers sorted best first; 1.0 when no threshold does)."""
-    order = np.argsort(-scores, kind="stable")
-    hits = np.cumsum(correct[order])
-    reached = hits / np.arange(1, len(order) + 1) >= precision
-    if not reached.any():
-        return 1.0
-    last = int(np.nonzero(reached)[0].max())
-    return float(scores[order][last])
 
 
 def calibrate(

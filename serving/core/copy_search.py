@@ -24,9 +24,9 @@ from simclr_search.serving.core import local_features
 from simclr_search.serving.core.copy_scores import CopyCalibration
 from simclr_search.serving.core.photo_views import ALL_VIEWS, WINDOW, ViewSet, query_views
 from simclr_search.serving.core.request_images import Photo, RequestImages, thread_features
+from simclr_search.serving.core.signature import features_of
 from simclr_search.serving.core.tie_break import (
     DEFAULT_MARGIN,
-    SIGNATURE_BYTES,
     near_tie_order,
     signatures,
 )
@@ -67,7 +67,7 @@ def _best_per_item(per_view: list[list[Hit]], kinds: np.ndarray) -> dict[str, li
 
 def _verify(query: Photo, candidates: list[Hit]) -> list[int]:
     """Inliers per candidate (0 where either side has no features); runs in a decode thread."""
-    stored = [local_features.features_of(h.signature, SIGNATURE_BYTES) for h in candidates]
+    stored = [features_of(h.signature) for h in candidates]
     if not any(s is not None for s in stored):
         return [0] * len(candidates)
     extractor = thread_features()

@@ -69,13 +69,23 @@ class LocalFeatures:
         self, query: tuple[np.ndarray, np.ndarray], stored: tuple[np.ndarray, np.ndarray]
     ) -> int:
         """Matches between ``query`` and ``stored`` that one similarity transform explains."""
+        return self.match(query, stored)[0]
+
+    def match(
+        self, query: tuple[np.ndarray, np.ndarray], stored: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[int, float]:
+        """``(inliers, spread)``: the matches one similarity transform explains, and how much of a
+        picture they cover: the larger over the two sides of the inliers' bounding box as a
+        fraction of that side's keypoints' box. A copy's matches spread over the whole of at
+        least one of the two (a crop covers all of itself); the matches two different photos get
+        from the same logo or emoji overlay stay in a small patch of both."""
         (q_points, q_desc), (s_points, s_desc) = query, stored
         if len(q_desc) < MIN_MATCHES or len(s_desc) < MIN_MATCHES:
-            return 0
+            return 0, 0.0
         pairs = self._matcher.knnMatch(q_desc, s_desc, k=2)
         good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
         if len(good) < MIN_MATCHES:
-            return 0
+            return 0, 0.0
         src = q_points[[m.queryIdx for m in good]]
         dst = s_points[[m.trainIdx for m in good]]
         _, mask = cv2.estimateAffinePartial2D(
@@ -86,7 +96,19 @@ class LocalFeatures:
             maxIters=RANSAC_ITERATIONS,
             confidence=0.99,
         )
-        return int(mask.sum()) if mask is not None else 0
+        if mask is None or not mask.any():
+            return 0, 0.0
+        keep = mask.ravel().astype(bool)
+        spread = max(_coverage(src[keep], q_points), _coverage(dst[keep], s_points))
+        return int(keep.sum()), spread
+
+
+def _coverage(inliers: np.ndarray, points: np.ndarray) -> float:
+    """Area of the inliers' bounding box over the area of all keypoints' box (0..1)."""
+    extent = np.ptp(points, axis=0)
+    if extent.min() <= 0:
+        return 0.0
+    return float(np.prod(np.ptp(inliers, axis=0)) / np.prod(extent))
 
 
 def pack(points: np.ndarray, descriptors: np.ndarray) -> bytes:
@@ -110,13 +132,3 @@ def unpack(blob: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     points = np.frombuffer(blob, np.float16, 2 * n, offset).reshape(n, 2).astype(np.float32)
     descriptors = np.frombuffer(blob, np.uint8, 32 * n, offset + 4 * n).reshape(n, 32)
     return points, descriptors
-
-
-def stored_signature(thumbnail: bytes, blob: bytes) -> bytes:
-    """The index's opaque signature for an image: its tie-break thumbnail, then its features."""
-    return thumbnail + blob
-
-
-def features_of(signature: bytes, thumbnail_bytes: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """The features inside a stored signature (None: stored without, e.g. by vector)."""
-    return unpack(signature[thumbnail_bytes:]) if len(signature) > thumbnail_bytes else None

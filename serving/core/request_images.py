@@ -16,10 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simclr_search.bundle.decode import ImageDecodeError, header_facts
 from simclr_search.serving.core import local_features
 from simclr_search.serving.core.errors import BadRequest, InvalidImage
 from simclr_search.serving.core.images import ImageLimits, decode_for_model, decode_photo
 from simclr_search.serving.core.photo_views import square
+from simclr_search.serving.core.signature import PhotoFacts, compose
 from simclr_search.serving.core.tie_break import signatures
 
 INLINE_DECODE_BYTES = 16 * 1024
@@ -51,6 +53,15 @@ class Photo:
 _local = threading.local()
 
 
+def facts_of(data: bytes) -> PhotoFacts | None:
+    """The file's facts for choosing a duplicate's keeper (None where its header will not say)."""
+    try:
+        width, height, exif = header_facts(data)
+    except ImageDecodeError:
+        return None
+    return PhotoFacts(width, height, len(data), exif)
+
+
 def thread_features() -> local_features.LocalFeatures:
     """This thread's ORB extractor and matcher (OpenCV objects are not shared across threads)."""
     if not hasattr(_local, "features"):
@@ -63,25 +74,26 @@ def decode_photo_chunk(
 ) -> list[Photo | InvalidImage]:
     """Decode each image for copy detection (with its local features); a bad one comes back as its
     error."""
-    decoded: list[tuple[np.ndarray, np.ndarray] | InvalidImage] = []
+    decoded: list[tuple[np.ndarray, np.ndarray, bytes] | InvalidImage] = []
     for data in images:
         try:
             pixels = decode_photo(data, limits)
         except InvalidImage as exc:
             decoded.append(exc)
             continue
-        decoded.append((pixels, square(pixels, size)))
+        decoded.append((pixels, square(pixels, size), data))
     good = [d for d in decoded if not isinstance(d, InvalidImage)]
-    thumbs = iter(signatures(np.stack([view for _, view in good])) if good else [])
+    thumbs = iter(signatures(np.stack([view for _, view, _ in good])) if good else [])
     out: list[Photo | InvalidImage] = []
     for entry in decoded:
         if isinstance(entry, InvalidImage):
             out.append(entry)
             continue
-        pixels, view = entry
+        pixels, view, data = entry
         signature = next(thumbs)  # one thumbnail pass for the chunk: cheaper than one per image
         if with_features:
-            signature += local_features.pack(*thread_features().extract(pixels))
+            features = local_features.pack(*thread_features().extract(pixels))
+            signature = compose(signature, facts_of(data), features)
         out.append(Photo(pixels, view, signature))
     return out
 

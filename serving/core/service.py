@@ -42,6 +42,7 @@ from simclr_search.serving.core.batcher import MicroBatcher
 from simclr_search.serving.core.config import ServiceConfig
 from simclr_search.serving.core.copy_scores import CopyCalibration
 from simclr_search.serving.core.copy_search import CopyHit, CopySearch
+from simclr_search.serving.core.dedup import DuplicateFinder, DuplicateGroup
 from simclr_search.serving.core.errors import BadRequest, InvalidImage
 from simclr_search.serving.core.image_models import ImageModels
 from simclr_search.serving.core.request_images import RequestImages
@@ -54,6 +55,8 @@ from simclr_search.serving.core.tie_break import (
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
+#: Most nearest neighbours one FindDuplicates call may compare each item with.
+MAX_DEDUP_NEIGHBOURS = 256
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class IndexOutcome:
     id: str
     status: str  # "indexed" | "duplicate" | "failed"
     error: str = ""
+    content_hash: str = ""  # sha256 of the image's bytes (what resumes and exact dedup go by)
 
 
 def _not_json(constant: str) -> None:
@@ -142,6 +146,8 @@ class SearchService:
         self.batcher: MicroBatcher | None = None
         self.store: Store | None = None
         self._store_pool = ThreadPoolExecutor(2, thread_name_prefix="store")
+        self.duplicates: DuplicateFinder | None = None
+        self._dedup_lock = asyncio.Lock()  # one whole-collection job at a time: it uses every core
         self.ready = False
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -188,12 +194,13 @@ class SearchService:
             self.manifest.input_size, cfg.limits, cfg.decode_threads, cfg.max_request_images
         )
         self.copies = None
+        calibration = CopyCalibration.load(cfg.bundle)
+        self.duplicates = DuplicateFinder(
+            calibration.pairs if calibration is not None else None, threads=cfg.decode_threads
+        )
         if cfg.copy_detection:
             self.copies = CopySearch(
-                self.requests,
-                self.embed_pixels,
-                CopyCalibration.load(cfg.bundle),
-                cfg.tie_break_margin,
+                self.requests, self.embed_pixels, calibration, cfg.tie_break_margin
             )
         self.batcher = MicroBatcher(
             self._encode_pixels,
@@ -388,10 +395,10 @@ class SearchService:
                 check_uri(uri, item_id)
                 metadata = parse_metadata(meta_text, item_id)
             except (InvalidArgument, BadRequest) as exc:
-                outcomes[i] = IndexOutcome(item_id, "failed", str(exc))
+                outcomes[i] = IndexOutcome(item_id, "failed", str(exc), digest)
                 continue
             if digest in known:
-                outcomes[i] = IndexOutcome(item_id, "duplicate")
+                outcomes[i] = IndexOutcome(item_id, "duplicate", "", digest)
             else:
                 known.add(digest)  # a second copy inside this batch is a duplicate too
                 fresh.append((i, item_id, metadata))
@@ -399,7 +406,7 @@ class SearchService:
         todo = []
         for (i, item_id, metadata), result in zip(fresh, decoded, strict=True):
             if isinstance(result, Exception):
-                outcomes[i] = IndexOutcome(item_id, "failed", str(result))
+                outcomes[i] = IndexOutcome(item_id, "failed", str(result), hashes[i])
                 continue
             todo.append((i, item_id, result, batch[i][2], hashes[i], metadata))
         if todo:
@@ -413,7 +420,7 @@ class SearchService:
             ]
             await self._store(col.upsert, items)
             for i, item_id, *_ in todo:
-                outcomes[i] = IndexOutcome(item_id, "indexed")
+                outcomes[i] = IndexOutcome(item_id, "indexed", "", hashes[i])
         return outcomes  # type: ignore[return-value]
 
     async def _decode_each_for_index(self, images: list[bytes]) -> list:
@@ -426,6 +433,24 @@ class SearchService:
         good = [d for d in decoded if not isinstance(d, Exception)]
         thumbs = iter(signatures(np.stack(good)) if good else [])  # one pass for the batch
         return [d if isinstance(d, Exception) else (d, next(thumbs)) for d in decoded]
+
+    async def find_duplicates(
+        self, collection: str, exact_only: bool = False, neighbours: int = 0
+    ) -> tuple[list[DuplicateGroup], float]:
+        """The collection's duplicate groups (``dedup.py``) and the pair threshold they were
+        decided at (0 for exact copies only). Runs off the event loop, one call at a time."""
+        if not 0 <= neighbours <= MAX_DEDUP_NEIGHBOURS:
+            raise BadRequest(f"neighbours must be in 0..{MAX_DEDUP_NEIGHBOURS}, got {neighbours}")
+        col = self._collection(collection)
+        finder = self.duplicates
+        if neighbours:
+            finder = DuplicateFinder(finder.decision, neighbours, finder.threads)
+        async with self._dedup_lock:
+            groups = await asyncio.get_running_loop().run_in_executor(
+                None, finder.find, col, not exact_only
+            )
+        threshold = 0.0 if exact_only or finder.decision is None else finder.decision.threshold
+        return groups, threshold
 
     # -- image-to-image ---------------------------------------------------------------------------
     async def denoise(self, image: bytes, sigma: float) -> bytes:

@@ -7,7 +7,10 @@ probability is fitted here, through the service core's own search path, on a cal
 * each original and each *negative* photo (never indexed) is edited once per edit family
   (``simclr_search.edits``) and searched for;
 * each query's best hit is a copy when it is the query's original; a logistic model of the hit's
-  three measurements is fitted to that, and the threshold that reaches ``precision`` is kept.
+  three measurements is fitted to that, and the threshold that reaches ``precision`` is kept;
+* for the duplicate finder (``serving/core/dedup.py``), each original is indexed again with a few
+  edited copies beside the negatives, and the same kind of model is fitted on every candidate pair
+  of stored images (cosine and inliers; a pair is a copy when both come from one photo).
 
 The result goes to ``BUNDLE/copy_calibration.json`` with what it was fitted on. Calibrate on photos
 you will not evaluate on: the benchmark (``benchmarks/bench_copy_detection.py``) keeps its
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,8 @@ import numpy as np
 from simclr_search.edits import FAMILIES, edited
 from simclr_search.serving.core.config import ServiceConfig
 from simclr_search.serving.core.copy_scores import CopyCalibration, calibrate
+from simclr_search.serving.core.dedup import FLOOR, measure_pairs
+from simclr_search.serving.core.pair_scores import PairDecision, fit_pairs
 from simclr_search.serving.core.photo_views import ALL_VIEWS, ViewSet
 from simclr_search.serving.core.service import SearchService
 
@@ -108,6 +114,106 @@ async def measure(
     return dict(zip(names, columns, strict=True))
 
 
+#: Edited copies made of each original for the pair model (each of a different family).
+PAIR_COPIES = 5
+#: The pair model's precision: stricter than one search answer's, because the duplicate finder
+#: joins groups by any one accepted pair, so one false pair merges two groups of copies.
+PAIR_PRECISION = 0.98
+
+
+async def measure_pair_set(
+    config: ServiceConfig, data: CalibrationSet, seed: int, progress: bool = True
+) -> dict[str, np.ndarray]:
+    """Index each original with :data:`PAIR_COPIES` edited copies, the negatives and the
+    distractors in a fresh collection; every candidate pair of the duplicate finder, verified, and
+    whether its two images come from one photo."""
+    config = dataclasses.replace(config, default_collection="calibration-pairs")
+    service = SearchService(config)
+    await service.start()
+    rng = np.random.default_rng(seed + 2)
+    source: dict[str, str] = {}
+    items: list[tuple[str, bytes]] = []
+    for name, blob in data.originals.items():
+        items.append((name, blob))
+        source[name] = name
+        for family in rng.choice(list(FAMILIES), PAIR_COPIES, replace=False):
+            copy = f"{name}#{family}"
+            items.append((copy, edited(blob, str(family), rng)))
+            source[copy] = name
+    for name, blob in [*data.negatives.items(), *data.distractors.items()]:
+        items.append((name, blob))
+        source[name] = name.split("#")[0]  # crops of one photo ("photo#cropN") are its copies
+    try:
+        for start in range(0, len(items), 64):
+            batch = [(n, b, n, "") for n, b in items[start : start + 64]]
+            await service.index_images("", batch)
+        collection = service.store.get(config.default_collection)
+        evidence = measure_pairs(collection, FLOOR, threads=config.decode_threads)
+        names = collection.items_by_internal(np.concatenate([evidence.a, evidence.b]).tolist())
+    finally:
+        await service.stop()
+    # Two crops of one distractor photo may barely overlap: neither a copy nor a non-copy
+    # anyone would agree on, so such pairs are left out of the fit.
+    keep, same = [], []
+    for n, (a, b) in enumerate(zip(evidence.a.tolist(), evidence.b.tolist(), strict=True)):
+        name_a, name_b = names[a].external_id, names[b].external_id
+        ambiguous = name_a in data.distractors and name_b in data.distractors
+        if ambiguous and source[name_a] == source[name_b]:
+            continue
+        keep.append(n)
+        same.append(source[name_a] == source[name_b])
+    if progress:
+        print(f"calibration pairs: {len(same)} candidates, {sum(same)} copies")
+    return {
+        "cosine": evidence.cosine[keep],
+        "inliers": evidence.inliers[keep],
+        "spread": evidence.spread[keep],
+        "correct": np.array(same),
+    }
+
+
+def fit_pair_decision(
+    pairs: dict[str, np.ndarray],
+    data: CalibrationSet,
+    precision: float,
+    seed: int,
+    described_as: str,
+) -> PairDecision:
+    fitted_on = {
+        "images": described_as,
+        "originals": len(data.originals),
+        "copies_each": PAIR_COPIES,
+        "negatives": len(data.negatives),
+        "distractors": len(data.distractors),
+        "pairs": len(pairs["correct"]),
+        "seed": seed,
+    }
+    return fit_pairs(
+        pairs["cosine"], pairs["inliers"], pairs["spread"], pairs["correct"], precision, fitted_on
+    )
+
+
+def calibrate_pairs(
+    bundle: Path,
+    data: CalibrationSet,
+    precision: float = PAIR_PRECISION,
+    seed: int = 0,
+    described_as: str = "",
+    progress: bool = True,
+) -> PairDecision:
+    """Fit the duplicate finder's pair model alone and store it beside the bundle's existing
+    search calibration (which must exist: run :func:`calibrate_bundle` first)."""
+    existing = CopyCalibration.load(Path(bundle))
+    if existing is None:
+        raise ValueError(f"{bundle} has no copy_calibration.json yet: run simclr calibrate-copies")
+    with tempfile.TemporaryDirectory(prefix="simclr-calibrate-") as store:
+        config = ServiceConfig(bundle=Path(bundle), store=Path(store), tie_break_margin=0.0)
+        pairs = asyncio.run(measure_pair_set(config, data, seed, progress))
+    decision = fit_pair_decision(pairs, data, precision, seed, described_as)
+    dataclasses.replace(existing, pairs=decision).save(Path(bundle))
+    return decision
+
+
 def calibrate_bundle(
     bundle: Path,
     data: CalibrationSet,
@@ -117,15 +223,18 @@ def calibrate_bundle(
     progress: bool = True,
     views: ViewSet = ALL_VIEWS,
     verify: bool = True,
+    pair_precision: float = PAIR_PRECISION,
 ) -> CopyCalibration:
     """Fit and store the bundle's copy calibration; returns it."""
-    if not 0 < precision < 1:
-        raise ValueError(f"precision must be between 0 and 1, got {precision}")
+    for value in (precision, pair_precision):
+        if not 0 < value < 1:
+            raise ValueError(f"precision must be between 0 and 1, got {value}")
     if len(data.originals) < 4 or len(data.negatives) < 2:
         raise ValueError("calibration needs at least 4 originals and 2 negative photos")
     with tempfile.TemporaryDirectory(prefix="simclr-calibrate-") as store:
         config = ServiceConfig(bundle=Path(bundle), store=Path(store), tie_break_margin=0.0)
         measured = asyncio.run(measure(config, data, seed, progress, views, verify))
+        pairs = asyncio.run(measure_pair_set(config, data, seed, progress))
     fitted_on = {
         "images": described_as,
         "originals": len(data.originals),
@@ -143,6 +252,9 @@ def calibrate_bundle(
         precision,
         fitted_on,
     )
+    model = dataclasses.replace(
+        model, pairs=fit_pair_decision(pairs, data, pair_precision, seed, described_as)
+    )
     model.save(Path(bundle))
     return model
 
@@ -156,7 +268,18 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("images", help="folder or .tar archive of photos (at least 16; 100+ is better)")
     p.add_argument("--bundle", type=Path, default=Path("bundle"), help="model bundle to calibrate")
     p.add_argument("--precision", type=float, default=0.9, help="precision is_copy is fitted for")
+    p.add_argument(
+        "--pair-precision",
+        type=float,
+        default=PAIR_PRECISION,
+        help="precision the duplicate finder's pair model is fitted for",
+    )
     p.add_argument("--seed", type=int, default=0, help="split and edit seed")
+    p.add_argument(
+        "--pairs-only",
+        action="store_true",
+        help="refit only the duplicate finder's pair model (keeps the search calibration)",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return p
 
@@ -166,8 +289,23 @@ def cli_main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
     images = {str(record.uri): data for record, data in iter_image_bytes(args.images)}
     data = split_library(images, args.seed)
+    if args.pairs_only:
+        decision = calibrate_pairs(
+            args.bundle, data, args.pair_precision, args.seed, str(args.images), args.progress
+        )
+        print(
+            f"simclr calibrate-copies: pair model in {Path(args.bundle) / 'copy_calibration.json'}"
+            f" (threshold {decision.threshold:.3f}, {decision.fitted_on['pairs']} pairs)"
+        )
+        return 0
     model = calibrate_bundle(
-        args.bundle, data, args.precision, args.seed, str(args.images), args.progress
+        args.bundle,
+        data,
+        args.precision,
+        args.seed,
+        str(args.images),
+        args.progress,
+        pair_precision=args.pair_precision,
     )
     print(
         f"simclr calibrate-copies: wrote {Path(args.bundle) / 'copy_calibration.json'} "

@@ -15,14 +15,14 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from simclr_search.bundle.sources import iter_image_bytes
-from simclr_search.serving.core.service import SearchService, ServiceConfig
+from simclr_search.serving.core.service import IndexOutcome, SearchService, ServiceConfig
 
 
 @dataclass
@@ -151,8 +151,10 @@ async def index_local(
     batch_size: int = 64,
     in_flight: int = 6,
     progress: bool = True,
+    on_outcome: Callable[[tuple[str, bytes, str, str], IndexOutcome], None] | None = None,
 ) -> IndexReport:
-    """Index with the service core in this process (no server)."""
+    """Index with the service core in this process (no server); ``on_outcome(item, outcome)``
+    sees every readable image with its result (``simclr dedup`` records the content hashes)."""
     service = SearchService(config)
     await service.start()
     report = IndexReport()
@@ -169,6 +171,8 @@ async def index_local(
                 await service.index_images(collection, batch), batch, strict=True
             ):
                 _count(report, outcome.status, item[2], outcome.error)
+                if on_outcome is not None:
+                    on_outcome(item, outcome)
             bar.update(len(batch))
         finally:
             slots.release()

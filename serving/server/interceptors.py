@@ -49,6 +49,16 @@ def _abort_handler(
         await context.abort(code, message)
         yield  # pragma: no cover  (makes this an async generator)
 
+    async def answers(request, context):
+        await context.abort(code, message)
+        yield  # pragma: no cover
+
+    if like.response_streaming and not like.request_streaming:
+        return grpc.unary_stream_rpc_method_handler(
+            answers,
+            request_deserializer=like.request_deserializer,
+            response_serializer=like.response_serializer,
+        )
     if like.request_streaming or like.response_streaming:
         return grpc.stream_stream_rpc_method_handler(
             streaming,
@@ -81,6 +91,23 @@ def _wrap(
 
         return grpc.unary_unary_rpc_method_handler(
             unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        inner_answers = handler.unary_stream
+
+        async def answering(request, context):
+            before()
+            start = time.perf_counter()
+            try:
+                async for response in inner_answers(request, context):
+                    yield response
+            finally:
+                after(context, time.perf_counter() - start)
+
+        return grpc.unary_stream_rpc_method_handler(
+            answering,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

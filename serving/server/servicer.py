@@ -20,6 +20,7 @@ from simclr_search.index.hits import Hit
 from simclr_search.protos.simclr.v1 import search_pb2 as pb
 from simclr_search.protos.simclr.v1 import search_pb2_grpc as pb_grpc
 from simclr_search.serving.core.copy_search import CopyHit
+from simclr_search.serving.core.dedup import DuplicateGroup, Member
 from simclr_search.serving.core.errors import BadRequest
 from simclr_search.serving.core.service import SearchService, UpsertInput, parse_metadata
 from simclr_search.serving.server.status import status_for
@@ -81,6 +82,33 @@ def _hit(found: Hit | CopyHit) -> pb.SearchHit:
         metadata_json=json.dumps(hit.metadata),
         is_copy=copy.is_copy if copy else False,
         copy_probability=copy.copy_probability if copy else -1.0,
+    )
+
+
+def _member(member: Member, probability: float, exact: bool) -> pb.DuplicateMember:
+    facts = member.facts
+    return pb.DuplicateMember(
+        id=member.id,
+        uri=member.uri,
+        content_sha256=member.content_hash,
+        copy_probability=probability,
+        exact=exact,
+        width=facts.width if facts else 0,
+        height=facts.height if facts else 0,
+        bytes=facts.bytes if facts else 0,
+        has_exif=bool(facts and facts.exif),
+    )
+
+
+def _group(group: DuplicateGroup, threshold: float) -> pb.DuplicateGroup:
+    return pb.DuplicateGroup(
+        keep=_member(group.keep, 1.0, False),
+        copies=[
+            _member(m, p, e)
+            for m, p, e in zip(group.copies, group.scores, group.exact, strict=True)
+        ],
+        reason=group.reason,
+        threshold=threshold,
     )
 
 
@@ -235,6 +263,17 @@ class ImageSearchServicer(pb_grpc.ImageSearchServicer):
                     )
         except Exception as exc:
             await _abort_for(exc, context, "IndexImages")
+
+    async def FindDuplicates(self, request: pb.FindDuplicatesRequest, context):
+        await _require_ready(self.service, context)
+        try:
+            groups, threshold = await self.service.find_duplicates(
+                request.collection, request.exact_only, request.neighbours
+            )
+        except Exception as exc:
+            await _abort_for(exc, context, "FindDuplicates")
+        for group in groups:
+            yield _group(group, threshold)
 
     @_rpc
     async def GetInfo(self, request: pb.GetInfoRequest, context) -> pb.GetInfoResponse:

@@ -63,6 +63,12 @@ COMMANDS: dict[str, Command] = {
         "index_parser",
         "index_main",
     ),
+    "dedup": Command(
+        "simclr_search.serving.jobs.dedup_command",
+        "find the duplicates of a library and which copy to keep",
+        "dedup_parser",
+        "dedup_main",
+    ),
     "search": Command(
         "simclr_search.serving.client.commands",
         "reverse image search for an image file",

@@ -102,14 +102,17 @@ def test_every_write_path_stores_the_thumbnail_and_it_survives_a_restart(
         }
     finally:
         store.close()
-    # the thumbnail first, then the local features (copy detection, on by default)
-    from simclr_search.serving.core.local_features import unpack
+    # the thumbnail first, then the file's facts and the local features (copy detection, on by
+    # default)
+    from simclr_search.serving.core.signature import parse
     from simclr_search.serving.core.tie_break import SIGNATURE_BYTES
 
     assert [stored[i][:SIGNATURE_BYTES] for i in ("up0", "up1")] == expected[:2]
     assert [stored[f"ix{i}"][:SIGNATURE_BYTES] for i in (2, 3, 4)] == expected[2:5]
-    for name in ("up0", "up1", "ix2", "ix3", "ix4"):
-        assert unpack(stored[name][SIGNATURE_BYTES:]) is not None, name
+    for name, data in zip(("up0", "up1", "ix2", "ix3", "ix4"), payloads, strict=False):
+        read = parse(stored[name])
+        assert read.features is not None, name
+        assert read.facts is not None and read.facts.bytes == len(data), name
     assert stored["vec"] == b""  # stored by vector: no image, no thumbnail
 
 

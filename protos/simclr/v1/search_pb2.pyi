@@ -268,3 +268,47 @@ class GetInfoResponse(_message.Message):
     has_denoiser: bool
     has_decoder: bool
     def __init__(self, server_version: _Optional[str] = ..., manifest_json: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., embedding_normalized: _Optional[bool] = ..., collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ..., default_collection: _Optional[str] = ..., max_batch: _Optional[int] = ..., max_k: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., providers: _Optional[_Iterable[str]] = ..., has_denoiser: _Optional[bool] = ..., has_decoder: _Optional[bool] = ...) -> None: ...
+
+class FindDuplicatesRequest(_message.Message):
+    __slots__ = ("collection", "exact_only", "neighbours")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    EXACT_ONLY_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    exact_only: bool
+    neighbours: int
+    def __init__(self, collection: _Optional[str] = ..., exact_only: _Optional[bool] = ..., neighbours: _Optional[int] = ...) -> None: ...
+
+class DuplicateMember(_message.Message):
+    __slots__ = ("id", "uri", "content_sha256", "copy_probability", "exact", "width", "height", "bytes", "has_exif")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    COPY_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    HAS_EXIF_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    uri: str
+    content_sha256: str
+    copy_probability: float
+    exact: bool
+    width: int
+    height: int
+    bytes: int
+    has_exif: bool
+    def __init__(self, id: _Optional[str] = ..., uri: _Optional[str] = ..., content_sha256: _Optional[str] = ..., copy_probability: _Optional[float] = ..., exact: _Optional[bool] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., bytes: _Optional[int] = ..., has_exif: _Optional[bool] = ...) -> None: ...
+
+class DuplicateGroup(_message.Message):
+    __slots__ = ("keep", "copies", "reason", "threshold")
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    COPIES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    keep: DuplicateMember
+    copies: _containers.RepeatedCompositeFieldContainer[DuplicateMember]
+    reason: str
+    threshold: float
+    def __init__(self, keep: _Optional[_Union[DuplicateMember, _Mapping]] = ..., copies: _Optional[_Iterable[_Union[DuplicateMember, _Mapping]]] = ..., reason: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...

@@ -84,6 +84,11 @@ class ImageSearchStub:
                 request_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.GetInfoRequest.SerializeToString,
                 response_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.GetInfoResponse.FromString,
                 _registered_method=True)
+        self.FindDuplicates = channel.unary_stream(
+                '/simclr.v1.ImageSearch/FindDuplicates',
+                request_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.FindDuplicatesRequest.SerializeToString,
+                response_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.DuplicateGroup.FromString,
+                _registered_method=True)
 
 
 class ImageSearchServicer:
@@ -163,6 +168,15 @@ class ImageSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindDuplicates(self, request, context):
+        """Every group of copies in a collection (exact by content hash, near by the bundle's calibrated
+        pair model), largest first. Answers FAILED_PRECONDITION for near copies when the bundle has no
+        pair model. To ask whether one image is already in a collection, use Search's is_copy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageSearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -215,6 +229,11 @@ def add_ImageSearchServicer_to_server(servicer, server):
                     servicer.GetInfo,
                     request_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.GetInfoRequest.FromString,
                     response_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.GetInfoResponse.SerializeToString,
+            ),
+            'FindDuplicates': grpc.unary_stream_rpc_method_handler(
+                    servicer.FindDuplicates,
+                    request_deserializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.FindDuplicatesRequest.FromString,
+                    response_serializer=simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.DuplicateGroup.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -487,6 +506,33 @@ class ImageSearch:
             '/simclr.v1.ImageSearch/GetInfo',
             simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.GetInfoRequest.SerializeToString,
             simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.GetInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindDuplicates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/simclr.v1.ImageSearch/FindDuplicates',
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.FindDuplicatesRequest.SerializeToString,
+            simclr__search_dot_protos_dot_simclr_dot_v1_dot_search__pb2.DuplicateGroup.FromString,
             options,
             channel_credentials,
             insecure,
