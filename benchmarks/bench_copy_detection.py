@@ -125,7 +125,7 @@ class Server:
         self.thread.start()
         self.store = store
         config = ServiceConfig(bundle=bundle, store=store)
-        options = ServerOptions(address="127.0.0.1:0", metrics_port=0)
+        options = ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0)
         self.running = self._run(start_server(config, options))
         self.address = f"127.0.0.1:{self.running.port}"
 

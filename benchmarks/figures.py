@@ -234,6 +234,75 @@ FIGURES: list[Figure] = [
         lambda r: f"{r['search_ms_12mp_p50']:.0f} ms; {r['index_12mp_photos_per_s']:.1f} photos/s",
         readme=True,
     ),
+    # -- duplicates --------------------------------------------------------------------------------
+    Figure(
+        "Duplicates",
+        "labelled photo library (originals, edited and identical copies, distinct photos and "
+        "CIFAR-10 images), FindDuplicates through the server: pair precision / recall / F1",
+        "dedup",
+        lambda r: (
+            f"**{r['ours']['precision']:.3f} / {r['ours']['recall']:.3f} / {r['ours']['f1']:.3f}**"
+            f" in {r['ours']['seconds']:.1f} s ({r['files']} files, {r['true_pairs']} true pairs"
+            f" in {r['true_groups']} groups)"
+        ),
+    ),
+    Figure(
+        "Duplicates",
+        "imagededup on the same library, at its default threshold and at the one best on the dev "
+        "library: PHash / CNN F1",
+        "dedup",
+        lambda r: (
+            f"PHash {r['phash']['f1']:.3f} (distance {r['phash']['threshold']}) / "
+            f"{r['phash_dev_tuned']['f1']:.3f} ({r['phash_dev_tuned']['threshold']:g}); CNN "
+            f"{r['cnn']['f1']:.3f} ({r['cnn']['threshold']}) / {r['cnn_dev_tuned']['f1']:.3f} "
+            f"({r['cnn_dev_tuned']['threshold']:g}); CNN features: {r['cnn_model']}"
+        ),
+    ),
+    Figure(
+        "Duplicates",
+        "photo duplicates through the server: pair F1 (imagededup PHash / CNN, best threshold)",
+        "dedup",
+        lambda r: (
+            f"**{r['ours']['f1']:.3f}** ({r['phash_dev_tuned']['f1']:.3f} / "
+            f"{r['cnn_dev_tuned']['f1']:.3f})"
+        ),
+        readme=True,
+    ),
+    Figure(
+        "Duplicates",
+        "FindDuplicates over an embedded collection, through the server: seconds",
+        "dedup",
+        lambda r: (
+            f"{r['scale']['seconds']:.0f} s for {r['scale']['items']:,} items"
+            if "scale" in r
+            else "not measured (--quick)"
+        ),
+        readme=True,
+    ),
+    # -- HTTP ----------------------------------------------------------------------------------------
+    Figure(
+        "HTTP",
+        "Search over HTTP/JSON beside gRPC, one client, one server: p50 / p99 by vector (k 10); by "
+        "image (CIFAR-10 JPEG, copy detection)",
+        "http",
+        lambda r: (
+            f"HTTP {r['http_vector']['p50']:.1f} / {r['http_vector']['p99']:.1f} ms, gRPC "
+            f"{r['grpc_vector']['p50']:.1f} / {r['grpc_vector']['p99']:.1f} ms; HTTP "
+            f"{r['http_image']['p50']:.1f} / {r['http_image']['p99']:.1f} ms, gRPC "
+            f"{r['grpc_image']['p50']:.1f} / {r['grpc_image']['p99']:.1f} ms "
+            f"({r['queries']} queries each over {r['indexed']:,} images)"
+        ),
+    ),
+    Figure(
+        "HTTP",
+        "Search p50, HTTP/JSON / gRPC: by vector; by image",
+        "http",
+        lambda r: (
+            f"{r['http_vector']['p50']:.1f} / {r['grpc_vector']['p50']:.1f} ms; "
+            f"{r['http_image']['p50']:.1f} / {r['grpc_image']['p50']:.1f} ms"
+        ),
+        readme=True,
+    ),
     # -- service -----------------------------------------------------------------------------------
     Figure(
         "Service",

@@ -21,3 +21,17 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -c "import training, torch, numpy" # fail loudly if the install did not take
   touch "$stamp"
 fi
+# The web page's browser tests (tests/serving/test_page.py) drive Debian's chromium through
+# chromedriver. Installed once, where this runs as root with apt (CI, containers); elsewhere the
+# tests skip and say why. SIMCLR_NO_BROWSER=1 skips it.
+if [[ ",$extras," == *",dev,"* ]] && [ -z "${SIMCLR_NO_BROWSER:-}" ] \
+  && ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing chromium and chromium-driver (apt) for the browser tests"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      chromium chromium-driver >/dev/null) || echo "setup: could not install chromium; the browser tests will skip" >&2
+  else
+    echo "setup: no chromium/chromedriver and no root apt: the browser tests will skip" >&2
+  fi
+fi
+

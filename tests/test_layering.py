@@ -17,9 +17,17 @@ PACKAGE = "simclr_search"
 FORBIDDEN = {
     "index": {"torch", "torchvision", "training", "serving", "onnxruntime", "grpc", "bundle"},
     "serving": {"torch", "torchvision", "training"},
-    "serving/core": {"grpc", "serving.server", "serving.client", "serving.jobs"},
+    "serving/core": {
+        "grpc",
+        "aiohttp",
+        "serving.server",
+        "serving.http",
+        "serving.client",
+        "serving.jobs",
+    },
+    "serving/http": {"serving.jobs", "serving.client"},
     "serving/client": {"serving.core", "serving.server", "serving.jobs", "index", "onnxruntime"},
-    "serving/server": {"serving.jobs"},
+    "serving/server": {"serving.jobs", "aiohttp"},
     "bundle": {"torch", "torchvision", "training", "serving", "index"},
     "training": {"serving"},
 }

@@ -81,7 +81,7 @@ def start_server(bundle: Path, store: Path, *extra: str) -> tuple[subprocess.Pop
         "--store",
         str(store),
     ]
-    command += ["--address", "127.0.0.1:0", "--metrics-port", "0", *extra]
+    command += ["--address", "127.0.0.1:0", "--metrics-port", "0", "--http-port", "0", *extra]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if "listening on port" not in line:

@@ -72,6 +72,12 @@ class RunningServer:
         )
         self._metrics_task: asyncio.Task | None = None
         self._metrics_server = None
+        self.http = None  # serving.http.listener.HttpListener, when --http is on
+
+    @property
+    def http_port(self) -> int:
+        """The HTTP/JSON port (0 when HTTP is off)."""
+        return self.http.port if self.http is not None else 0
 
     def server_in_flight(self) -> int:
         """RPCs being served now (health and reflection excluded)."""
@@ -99,6 +105,8 @@ class RunningServer:
         counts them; health and reflection excluded), then end the rest at once.
         """
         await self.begin_shutdown()
+        if self.http is not None:
+            await self.http.stop_accepting()
         loop = asyncio.get_running_loop()
         stopping = asyncio.ensure_future(self.server.stop(self.grace))
         deadline = loop.time() + self.grace
@@ -107,6 +115,8 @@ class RunningServer:
         if not stopping.done():
             await self.server.stop(0)  # the most restrictive grace wins: ends watches now
         await stopping
+        if self.http is not None:
+            await self.http.close()
         if self._metrics_task is not None:
             self._metrics_task.cancel()
         if self._metrics_server is not None:
@@ -124,6 +134,8 @@ async def start_server(config: ServiceConfig, options: ServerOptions) -> Running
         await running.load()
     except BaseException:
         await running.server.stop(0)
+        if running.http is not None:
+            await running.http.close()
         if running._metrics_server is not None:
             running._metrics_server.server_close()
         await running.service.stop()  # threads and files of whatever had loaded
@@ -156,7 +168,8 @@ async def create_server(config: ServiceConfig, options: ServerOptions) -> Runnin
         ],
     )
     service = SearchService(config, on_batch=_observe_batch)
-    search_pb2_grpc.add_ImageSearchServicer_to_server(ImageSearchServicer(service), server)
+    servicer = ImageSearchServicer(service)
+    search_pb2_grpc.add_ImageSearchServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     _enable_reflection(server)
@@ -180,7 +193,34 @@ async def create_server(config: ServiceConfig, options: ServerOptions) -> Runnin
     await server.start()
     running = RunningServer(server, service, health_servicer, port, options.grace_seconds)
     running.limiter = limiter
+    if options.http:
+        try:
+            running.http = await _start_http(servicer, limiter, token, options)
+        except BaseException:
+            await server.stop(0)
+            raise
     return running
+
+
+async def _start_http(servicer, limiter, token: str, options: ServerOptions):
+    """The HTTP/JSON API and web page on the gRPC host (``serving/http``)."""
+    from simclr_search.serving.http.gateway import Gateway
+    from simclr_search.serving.http.listener import start_http
+
+    host = host_of(options.address)
+    try:
+        return await start_http(
+            Gateway(servicer, limiter, token),
+            host,
+            options.http_port,
+            options.tls_cert,
+            options.tls_key,
+        )
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve HTTP on {host}:{options.http_port}: {exc.strerror or exc}; choose "
+            "another --http-port (--no-http turns it off)"
+        ) from exc
 
 
 def _enable_reflection(server: grpc.aio.Server) -> None:
@@ -237,6 +277,9 @@ async def serve_forever(config: ServiceConfig, options: ServerOptions) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(f"simclr serve: listening on port {running.port}", flush=True)
+    if running.http is not None:
+        host = host_of(options.address) or "127.0.0.1"
+        print(f"simclr serve: HTTP/JSON and the web page on http://{host}:{running.http_port}/")
     await stop.wait()
     log.info("shutting down: finishing in-flight calls, then saving the index")
     await running.stop()

@@ -19,6 +19,12 @@ class ServerOptions:
     metrics_port: int = setting(
         9464, "Prometheus metrics (HTTP, no auth) on this port; 0 disables", group="server"
     )
+    http: bool = setting(
+        True,
+        "the HTTP/JSON API and the web page beside gRPC (same host, token, limits and metrics)",
+        group="server",
+    )
+    http_port: int = setting(8080, "HTTP port (0: any free port)", group="server")
     metrics_host: str = setting(
         "",
         "interface the metrics listen on (default: the host of --address, so a loopback server "

@@ -51,8 +51,17 @@ def server(
     running = loop_thread.run(
         start_server(
             make_config(bundle, tmp_path / "store"),
-            ServerOptions(address="127.0.0.1:0", metrics_port=0),
+            ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0),
         )
     )
     yield running, f"127.0.0.1:{running.port}"
     loop_thread.run(running.stop())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (``rep_call``), for fixtures that keep evidence of a
+    failure (the browser tests' screenshots)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

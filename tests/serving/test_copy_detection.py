@@ -129,7 +129,7 @@ def test_the_server_finds_each_edit_familys_original(tmp_path: Path, loop_thread
     running = loop_thread.run(
         start_server(
             make_config(SHIPPED, tmp_path / "store"),
-            ServerOptions(address="127.0.0.1:0", metrics_port=0),
+            ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0),
         )
     )
     try:

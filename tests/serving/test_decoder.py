@@ -89,7 +89,7 @@ def test_short_training_lowers_the_loss_and_reconstructs_through_the_server(
     running = loop_thread.run(
         start_server(
             make_config(tmp_path / "bundle", tmp_path / "store"),
-            ServerOptions(address="127.0.0.1:0", metrics_port=0),
+            ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0),
         )
     )
     try:

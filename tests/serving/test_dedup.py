@@ -120,7 +120,8 @@ def _start(loop_thread, bundle: Path, store: Path):
 
     return loop_thread.run(
         start_server(
-            make_config(bundle, store), ServerOptions(address="127.0.0.1:0", metrics_port=0)
+            make_config(bundle, store),
+            ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0),
         )
     )
 

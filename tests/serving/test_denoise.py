@@ -142,7 +142,7 @@ def test_denoise_rpc(denoiser_bundle, tmp_path: Path, loop_thread) -> None:
     running = loop_thread.run(
         start_server(
             make_config(bundle, tmp_path / "store", max_denoise_pixels=6000),
-            ServerOptions(address="127.0.0.1:0", metrics_port=0),
+            ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0),
         )
     )
     try:
@@ -197,7 +197,7 @@ def test_oversize_denoise_is_refused_at_once_behind_a_running_one(
     running = loop_thread.run(
         start_server(
             make_config(bundle, tmp_path / "store", max_denoise_pixels=limit),
-            ServerOptions(address="127.0.0.1:0", metrics_port=0),
+            ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0),
         )
     )
     big, oversize = png(1500), png(1700)

@@ -50,7 +50,7 @@ def test_metrics_listen_on_the_grpc_host_only(tiny_bundle, tmp_path: Path, loop_
     running = loop_thread.run(
         start_server(
             make_config(bundle, tmp_path / "store"),
-            ServerOptions(address="127.0.0.1:0", metrics_port=port),
+            ServerOptions(address="127.0.0.1:0", metrics_port=port, http_port=0),
         )
     )
     try:
@@ -73,7 +73,7 @@ def test_a_taken_metrics_port_is_named(tiny_bundle, tmp_path: Path, loop_thread)
             loop_thread.run(
                 start_server(
                     make_config(bundle, tmp_path / "store"),
-                    ServerOptions(address="127.0.0.1:0", metrics_port=port),
+                    ServerOptions(address="127.0.0.1:0", metrics_port=port, http_port=0),
                 )
             )
 
@@ -133,7 +133,9 @@ def test_token_file_and_lower_case_scheme(tiny_bundle, tmp_path: Path, loop_thre
     running = loop_thread.run(
         start_server(
             make_config(bundle, tmp_path / "store"),
-            ServerOptions(address="127.0.0.1:0", metrics_port=0, token_file=str(token_file)),
+            ServerOptions(
+                address="127.0.0.1:0", metrics_port=0, http_port=0, token_file=str(token_file)
+            ),
         )
     )
     image = next(data for _, data in iter_image_bytes(library))
@@ -168,7 +170,7 @@ def test_an_open_health_watch_does_not_hold_shutdown(
     running = loop_thread.run(
         start_server(
             make_config(bundle, tmp_path / "store"),
-            ServerOptions(address="127.0.0.1:0", metrics_port=0, grace_seconds=30),
+            ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0, grace_seconds=30),
         )
     )
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")

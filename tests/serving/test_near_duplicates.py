@@ -48,7 +48,7 @@ def test_a_blurred_copy_finds_its_original_before_the_near_duplicate(
             break
     config = make_config(SHIPPED, tmp_path / "store")
     running = loop_thread.run(
-        start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0))
+        start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0))
     )
     try:
         with Client(f"127.0.0.1:{running.port}") as client:
@@ -64,7 +64,7 @@ def test_a_blurred_copy_finds_its_original_before_the_near_duplicate(
         loop_thread.run(running.stop())
     off = make_config(SHIPPED, tmp_path / "store", tie_break_margin=0.0)
     running = loop_thread.run(
-        start_server(off, ServerOptions(address="127.0.0.1:0", metrics_port=0))
+        start_server(off, ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0))
     )
     try:
         with Client(f"127.0.0.1:{running.port}") as client:
@@ -80,7 +80,7 @@ def test_every_write_path_stores_the_thumbnail_and_it_survives_a_restart(
     payloads = [data for _, data in iter_image_bytes(library)][:6]
     config = make_config(bundle, tmp_path / "store")
     running = loop_thread.run(
-        start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0))
+        start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0))
     )
     try:
         with Client(f"127.0.0.1:{running.port}") as client:
@@ -130,7 +130,7 @@ def test_indexing_again_gives_a_store_from_before_thumbnails_its_thumbnails(
 
     def index_all() -> list[int]:
         running = loop_thread.run(
-            start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0))
+            start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0))
         )
         try:
             with Client(f"127.0.0.1:{running.port}") as client:

@@ -243,7 +243,7 @@ def test_auth_on_and_off(tiny_bundle, tmp_path: Path, loop_thread) -> None:
     running = loop_thread.run(
         start_server(
             make_config(bundle, tmp_path / "store"),
-            ServerOptions(address="127.0.0.1:0", metrics_port=0, token="s3cret"),
+            ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0, token="s3cret"),
         )
     )
     address = f"127.0.0.1:{running.port}"
@@ -272,7 +272,7 @@ def test_health_transitions(tiny_bundle, tmp_path: Path, loop_thread) -> None:
     running = loop_thread.run(
         create_server(
             make_config(bundle, tmp_path / "store"),
-            ServerOptions(address="127.0.0.1:0", metrics_port=0),
+            ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0),
         )
     )
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
@@ -301,7 +301,7 @@ def test_missing_bundle_never_serves(tmp_path: Path, loop_thread) -> None:
         loop_thread.run(
             start_server(
                 make_config(tmp_path / "no-bundle", tmp_path / "store"),
-                ServerOptions(address="127.0.0.1:0", metrics_port=0),
+                ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0),
             )
         )
 
@@ -311,13 +311,13 @@ def test_restart_keeps_the_index(tiny_bundle, tmp_path: Path, loop_thread) -> No
     images = _images(library)
     config = make_config(bundle, tmp_path / "store")
     running = loop_thread.run(
-        start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0))
+        start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0))
     )
     with Client(f"127.0.0.1:{running.port}") as client:
         client.upsert_images([(f"img{i}", data) for i, data in enumerate(images[:10])])
     loop_thread.run(running.stop())
     running = loop_thread.run(
-        start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0))
+        start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0))
     )
     try:
         with Client(f"127.0.0.1:{running.port}") as client:
@@ -339,7 +339,7 @@ def test_a_store_refuses_another_models_bundle(tiny_bundle, tmp_path: Path, loop
     bundle, library = tiny_bundle
     config = make_config(bundle, tmp_path / "store")
     running = loop_thread.run(
-        start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0))
+        start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0))
     )
     with Client(f"127.0.0.1:{running.port}") as client:
         client.upsert_images([("img0", _images(library)[0])])
@@ -356,11 +356,11 @@ def test_a_store_refuses_another_models_bundle(tiny_bundle, tmp_path: Path, loop
         loop_thread.run(
             start_server(
                 make_config(other, config.store),
-                ServerOptions(address="127.0.0.1:0", metrics_port=0),
+                ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0),
             )
         )
     running = loop_thread.run(
-        start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0))
+        start_server(config, ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0))
     )
     try:  # the original bundle still serves the store, which lost nothing
         with Client(f"127.0.0.1:{running.port}") as client:
@@ -407,7 +407,7 @@ def test_concurrency_limit_is_resource_exhausted(tiny_bundle, tmp_path: Path, lo
     running = loop_thread.run(
         start_server(
             make_config(bundle, tmp_path / "store"),
-            ServerOptions(address="127.0.0.1:0", metrics_port=0, max_concurrent=1),
+            ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0, max_concurrent=1),
         )
     )
     release = threading.Event()
@@ -446,7 +446,7 @@ def test_prometheus_metrics_count_requests_by_method_and_code(
     running = loop_thread.run(
         start_server(
             make_config(bundle, tmp_path / "store"),
-            ServerOptions(address="127.0.0.1:0", metrics_port=port),
+            ServerOptions(address="127.0.0.1:0", metrics_port=port, http_port=0),
         )
     )
     try:
