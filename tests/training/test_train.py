@@ -176,5 +176,6 @@ def test_time_budget_is_measured_and_respected(
     assert summary["steps"] == state["total_steps"] > 50  # resized after measuring, past the probe
     assert summary["seconds"] <= 0.3 * 60 * 1.25
     # planned from a probe, then re-planned from measured speed after warm-up, at 50% and 80%
+    # (on a machine slowed down mid-run, the 50% re-plan can end the run before the 80% point)
     plans = [r for r in caplog.records if "time budget: measured" in r.getMessage()]
-    assert len(plans) == 3
+    assert len(plans) in (2, 3), [r.getMessage() for r in plans]
