@@ -184,3 +184,15 @@ def _iter_archive_tarfile(
                 yield ImageRecord(uri, _label_for(PurePosixPath(member.name))), handle.read()
         except (*READ_ERRORS, tarfile.TarError) as exc:
             skipped.append((str(path), f"archive truncated or corrupt: {exc}"))
+
+
+def read_uri(uri: str) -> bytes:
+    """The bytes behind an :class:`ImageRecord` uri: a file, or ``archive::member``."""
+    archive, sep, member = uri.partition("::")
+    if not sep:
+        return Path(uri).read_bytes()
+    with tarfile.open(archive, "r:*") as tar:
+        handle = tar.extractfile(member)
+        if handle is None:
+            raise OSError(f"{member} is not a file in {archive}")
+        return handle.read()

@@ -55,6 +55,18 @@ def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
 
 
+def kodak_photos(count: int) -> list[bytes]:
+    """The first ``count`` Kodak24 photos (PNG bytes) from ../shared, or skip saying why."""
+    import tarfile
+
+    path = SHARED / "denoise-eval" / "Kodak24.tar"
+    if not path.exists():
+        pytest.skip(f"needs {path} (../shared/datasets)")
+    with tarfile.open(path) as tar:
+        members = sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
+        return [tar.extractfile(m).read() for m in members[:count]]
+
+
 def cifar_archive(split: str) -> Path:
     path = SHARED / "cifar10-jpg" / f"{split}.tar.gz"
     if not path.exists():

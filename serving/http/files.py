@@ -5,30 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import io
-import tarfile
-from pathlib import Path
 
 import grpc
 
 from simclr_search.bundle.decode import ImageDecodeError, decode_rgb
+from simclr_search.bundle.sources import read_uri
 from simclr_search.index.errors import NotFound
 
 MAX_SIDE = 1024
 
 
-def _read(uri: str) -> bytes:
-    archive, sep, member = uri.partition("::")
-    if not sep:
-        return Path(uri).read_bytes()
-    with tarfile.open(archive, "r:*") as tar:
-        handle = tar.extractfile(member)
-        if handle is None:
-            raise OSError(f"{member} is not a file in {archive}")
-        return handle.read()
-
-
 def _thumbnail(uri: str, size: int, max_pixels: int) -> bytes:
-    image = decode_rgb(_read(uri), max_pixels, min_side=size)
+    image = decode_rgb(read_uri(uri), max_pixels, min_side=size)
     image.thumbnail((size, size))
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=85)

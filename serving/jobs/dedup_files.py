@@ -14,13 +14,13 @@ import io
 import json
 import os
 import shutil
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from simclr_search.bundle.decode import decode_rgb
+from simclr_search.bundle.sources import read_uri
 from simclr_search.files import atomic_write
 
 MANIFEST = "simclr-dedup-manifest.json"
@@ -81,18 +81,6 @@ def write_csv(report: DedupReport, path: Path) -> None:
         for copy, score, exact in zip(group.copies, group.scores, group.exact, strict=True):
             writer.writerow([n, "copy", copy, f"{score:.4f}", exact, ""])
     atomic_write(Path(path), buffer.getvalue().encode())
-
-
-def read_uri(uri: str) -> bytes:
-    """A file's bytes, or an archive member's (``archive::member``)."""
-    archive, sep, member = uri.partition("::")
-    if not sep:
-        return Path(uri).read_bytes()
-    with tarfile.open(archive, "r:*") as tar:
-        handle = tar.extractfile(member)
-        if handle is None:
-            raise OSError(f"{member} is not a file in {archive}")
-        return handle.read()
 
 
 def _tile(uri: str) -> Image.Image:

@@ -3,7 +3,6 @@ each edit family's original on a small photo set and calls photos it does not ho
 
 from __future__ import annotations
 
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +18,10 @@ from simclr_search.serving.core.copy_scores import (
     threshold_for_precision,
 )
 from simclr_search.serving.core.photo_views import WHOLE, photo, query_views, square, trim_border
+from tests.conftest import kodak_photos
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "denoise-eval"
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "compact-cifar10"
-
-
-def _kodak(count: int) -> list[bytes]:
-    path = SHARED / "Kodak24.tar"
-    if not path.exists():
-        pytest.skip(f"needs {path} (../shared/datasets)")
-    with tarfile.open(path) as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
-        return [tar.extractfile(m).read() for m in members[:count]]
 
 
 def _texture(seed: int, size: tuple[int, int] = (320, 240)) -> np.ndarray:
@@ -122,7 +113,7 @@ def test_the_server_finds_each_edit_familys_original(tmp_path: Path, loop_thread
 
     if CopyCalibration.load(SHIPPED) is None:
         pytest.fail("the shipped bundle has no copy_calibration.json")
-    photos = _kodak(10)
+    photos = kodak_photos(10)
     originals = {f"photo{i}": photos[i] for i in range(6)}
     rng = np.random.default_rng(5)
     distractors = {f"crop{i}{j}": edited(photos[i], "crop", rng) for i in (6, 7) for j in range(8)}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import tarfile
 from pathlib import Path
 
 import grpc
@@ -21,18 +20,10 @@ from simclr_search.serving.core.copy_scores import CopyCalibration
 from simclr_search.serving.core.dedup import Member, choose_keeper
 from simclr_search.serving.core.pair_scores import PairDecision, fit_pairs
 from simclr_search.serving.core.signature import PhotoFacts, compose, parse
+from tests.conftest import kodak_photos
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "denoise-eval"
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "compact-cifar10"
-
-
-def _kodak(count: int) -> list[bytes]:
-    path = SHARED / "Kodak24.tar"
-    if not path.exists():
-        pytest.skip(f"needs {path} (../shared/datasets)")
-    with tarfile.open(path) as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
-        return [tar.extractfile(m).read() for m in members[:count]]
 
 
 def _member(name: str, facts: PhotoFacts | None) -> Member:
@@ -132,7 +123,7 @@ def test_find_duplicates_groups_exact_and_edited_copies(tmp_path: Path, loop_thr
 
     if CopyCalibration.load(SHIPPED).pairs is None:
         pytest.fail("the shipped bundle's copy_calibration.json has no pair model")
-    photos = _kodak(9)
+    photos = kodak_photos(9)
     rng = np.random.default_rng(3)
     library = {}
     for i in range(4):
@@ -152,7 +143,7 @@ def test_find_duplicates_groups_exact_and_edited_copies(tmp_path: Path, loop_thr
             exact = list(client.find_duplicates(exact_only=True))
             # Is this photo already in the collection? Search's is_copy says it.
             assert client.search(image=edited(photos[1], "blur", rng), k=1)[0].is_copy
-            assert not client.search(image=_kodak(12)[11], k=1)[0].is_copy
+            assert not client.search(image=kodak_photos(12)[11], k=1)[0].is_copy
         out = tmp_path / "remote.json"
         from simclr_search.cli.main import main
 

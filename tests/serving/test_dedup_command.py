@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -14,23 +13,15 @@ from PIL import Image
 
 from simclr_search.cli.main import main
 from simclr_search.edits import edited
+from tests.conftest import kodak_photos
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "denoise-eval"
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "compact-cifar10"
 
 
-def _photos(count: int) -> list[bytes]:
-    path = SHARED / "Kodak24.tar"
-    if not path.exists():
-        pytest.skip(f"needs {path} (../shared/datasets)")
-    with tarfile.open(path) as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
-        return [tar.extractfile(m).read() for m in members[:count]]
-
-
 @pytest.fixture
 def library(tmp_path: Path) -> Path:
-    photos = _photos(6)
+    photos = kodak_photos(6)
     root = tmp_path / "library"
     (root / "trip").mkdir(parents=True)
     rng = np.random.default_rng(11)
@@ -135,7 +126,7 @@ def test_undo_after_an_interrupted_move_puts_back_what_moved(tmp_path: Path) -> 
 def test_a_library_without_copies_has_no_groups(tmp_path: Path) -> None:
     root = tmp_path / "distinct"
     root.mkdir()
-    for i, data in enumerate(_photos(5)):
+    for i, data in enumerate(kodak_photos(5)):
         (root / f"p{i}.png").write_bytes(data)
     out = tmp_path / "groups.json"
     assert _dedup(tmp_path, str(root), "--output", str(out)) == 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from simclr_search.edits import edited
 from simclr_search.serving.server.app import start_server
 from simclr_search.serving.server.settings import ServerOptions
+from tests.conftest import kodak_photos
 from tests.serving.conftest import make_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,18 +34,9 @@ pytestmark = [
 ]
 
 
-def _photos(count: int) -> list[bytes]:
-    path = SHARED / "Kodak24.tar"
-    if not path.exists():
-        pytest.skip(f"needs {path} (../shared/datasets)")
-    with tarfile.open(path) as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
-        return [tar.extractfile(m).read() for m in members[:count]]
-
-
 @pytest.fixture
 def library(tmp_path: Path) -> dict[str, Path]:
-    photos = _photos(6)
+    photos = kodak_photos(6)
     root = tmp_path / "photos"
     root.mkdir()
     rng = np.random.default_rng(2)
