@@ -25,38 +25,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_copy_detection import Server
 from benchmarks.common import emit
 from benchmarks.copy_data import cifar_images
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Server:
-    """The real server (gRPC and HTTP) in a background event loop."""
-
-    def __init__(self, bundle: Path, store: Path) -> None:
-        import asyncio
-        import threading
-
-        from simclr_search.serving.core.config import ServiceConfig
-        from simclr_search.serving.server.app import start_server
-        from simclr_search.serving.server.settings import ServerOptions
-
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        options = ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0)
-        self.running = self._run(start_server(ServiceConfig(bundle=bundle, store=store), options))
-
-    def _run(self, coroutine):
-        import asyncio
-
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(600)
-
-    def stop(self) -> None:
-        self._run(self.running.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 def _http_search(connection: http.client.HTTPConnection, body: dict) -> list:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +124,7 @@ def dedup_folder(folder: str, settings: DedupSettings, progress: bool = True) ->
 
     config = bulk_config(settings.bundle, settings.store)
     collection = settings.collection or config.default_collection
-    config = _with_collection(config, collection)
+    config = dataclasses.replace(config, default_collection=collection)
     files: dict[str, list[_File]] = {}
 
     def note(item, outcome) -> None:
@@ -145,12 +146,6 @@ def dedup_folder(folder: str, settings: DedupSettings, progress: bool = True) ->
     threshold = 0.0 if settings.exact_only or decision is None else decision.threshold
     images = sum(len(v) for v in files.values())
     return DedupReport(_file_groups(groups, files), threshold, images, report.failures, collection)
-
-
-def _with_collection(config, collection: str):
-    import dataclasses
-
-    return dataclasses.replace(config, default_collection=collection)
 
 
 def _bar(progress: bool, total: int):
