@@ -321,6 +321,12 @@ class Collection:
             raise NotFound(f"unknown ids in collection {self.name!r}: {missing[:10]}")
         return [found[i] for i in external_ids]
 
+    def missing(self, external_ids: Sequence[str]) -> list[str]:
+        """Which of ``external_ids`` are not stored, in order."""
+        check_ids(external_ids)
+        found = self.meta.items_by_external(external_ids, self.config.dim)
+        return [i for i in external_ids if i not in found]
+
     def known_hashes(
         self, hashes: Sequence[str], signed_only: bool = False, min_signature: int = 1
     ) -> set[str]:

@@ -25,3 +25,7 @@ class IncompatibleSpace(StoreError):
 
 class StorageFailure(StoreError):
     """The disk refused a write (full, read-only, I/O error); nothing acknowledged was lost."""
+
+
+class NotSupported(StoreError):
+    """An operation this kind of collection does not offer (e.g. whole-collection jobs on a sharded one)."""

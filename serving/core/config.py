@@ -56,6 +56,14 @@ class ServiceConfig:
         choices=("cosine", "ip", "l2"),
         group="model and store",
     )
+    ray: str = setting(
+        "",
+        "serve sharded collections held by Ray actors (pip install 'simclr-search[ray]'): the"
+        " cluster's address (auto, host:port, ray://host:port) or local; empty: the embedded store",
+        metavar="ADDRESS",
+        group="model and store",
+    )
+    shards: int = setting(4, "with --ray: shards of a new collection", group="model and store")
     int8: bool = setting(False, "use the bundle's INT8 encoder", group="model and store")
     device: str = setting("auto", "auto, cpu or cuda", group="model and store")
     max_batch: int = setting(32, "rows per encoder call (micro-batching)", group="inference")

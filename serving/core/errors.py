@@ -13,6 +13,7 @@ from simclr_search.index.errors import (
     IncompatibleSpace,
     InvalidArgument,
     NotFound,
+    NotSupported,
     StorageFailure,
     StoreError,
 )
@@ -48,6 +49,7 @@ _CODES: list[tuple[type[BaseException], str]] = [
     (IncompatibleSpace, "FAILED_PRECONDITION"),
     (Overloaded, "RESOURCE_EXHAUSTED"),
     (StorageFailure, "UNAVAILABLE"),
+    (NotSupported, "UNIMPLEMENTED"),
     (BundleError, "FAILED_PRECONDITION"),
     (StoreError, "INVALID_ARGUMENT"),
 ]

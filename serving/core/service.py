@@ -212,8 +212,14 @@ class SearchService:
         )
 
     def _open_store(self) -> None:
-        """Open the store and the default collection (created on first start)."""
-        self.store = Store(self.config.store)
+        """Open the store and the default collection (created on first start): the embedded one,
+        or with ``ray`` set, sharded collections in Ray actors (``index.ray_shards``)."""
+        if self.config.ray:
+            from simclr_search.index.ray_shards import ShardedStore  # the [ray] extra
+
+            self.store = ShardedStore(self.config.store, self.config.shards, self.config.ray)
+        else:
+            self.store = Store(self.config.store)
         self.store.create(
             self.config.default_collection,
             CollectionConfig(

@@ -29,6 +29,12 @@ class IndexSettings:
     batch_size: int = setting(64, "images per batch")
     int8: bool = setting(False, "local mode: the bundle's INT8 encoder")
     progress: bool = setting(True, "progress bar", env="")
+    shards: int = setting(
+        4, "with --ray: shards of a new collection (an existing one keeps its own)"
+    )
+    embedders: int = setting(
+        0, "with --ray: encoder actors (0: one per GPU of the cluster, else one per CPU)"
+    )
 
 
 def index_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -38,6 +44,15 @@ def index_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("folder", help="folder (recursive) or .tar/.tar.gz archive of images")
     add_arguments(p, IndexSettings, ENV_PREFIX)
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default="",
+        metavar="ADDRESS",
+        help="index on Ray Data into a sharded collection (pip install 'simclr-search[ray]'):"
+        " the cluster's address (auto, host:port, ray://host:port); alone: a Ray started here",
+    )
     add_connection_arguments(p)
     return p
 
@@ -47,7 +62,11 @@ def index_main(args, argv=None) -> int:
     from simclr_search.serving.jobs.indexer import bulk_config, index_local, index_remote
 
     settings = from_args(IndexSettings, args)
-    if settings.remote:
+    if args.ray and settings.remote:
+        raise SystemExit("simclr index: --ray and --remote are two ways to index; choose one")
+    if args.ray:
+        report = _index_on_ray(args, settings)
+    elif settings.remote:
         link = from_args(Connection, args)
         report = index_remote(
             args.folder, link.server, link.token or None, settings.collection, settings.progress
@@ -77,3 +96,21 @@ def index_main(args, argv=None) -> int:
         )
     )
     return 0
+
+
+def _index_on_ray(args, settings: IndexSettings):
+    try:
+        from simclr_search.serving.jobs.ray_index import RaySettings, index_on_ray
+    except ImportError as exc:
+        raise SystemExit(
+            f"simclr index --ray needs Ray ({exc}); install it with: pip install 'simclr-search[ray]'"
+        ) from exc
+    return index_on_ray(
+        args.folder,
+        settings.bundle,
+        settings.store,
+        settings.collection or "images",
+        RaySettings(args.ray, settings.shards, settings.embedders, settings.batch_size),
+        int8=settings.int8,
+        progress=settings.progress,
+    )

@@ -57,13 +57,16 @@ def read_library(folder: str | Path, skipped: list) -> Iterator[tuple[str, bytes
     (or the member name inside an archive)."""
     root = str(Path(folder))
     for record, data in iter_image_bytes(root, skipped):
-        uri = record.uri
-        item_id = uri
-        for prefix in (root + "/", root + "::"):
-            if uri.startswith(prefix):
-                item_id = uri[len(prefix) :]
-                break
-        yield item_id, data, uri, "{}"
+        yield library_id(root, record.uri), data, record.uri, "{}"
+
+
+def library_id(root: str, uri: str) -> str:
+    """An image's id in its library: ``uri`` relative to the library's ``root`` (a folder or an
+    archive), or the whole ``uri`` where it lies elsewhere."""
+    for prefix in (root + "/", root + "::"):
+        if uri.startswith(prefix):
+            return uri[len(prefix) :]
+    return uri
 
 
 def _batches(items, size: int):

@@ -1,0 +1,272 @@
+"""``simclr index FOLDER --ray [ADDRESS]``: batch indexing on Ray Data into a sharded collection.
+
+The same reader -> mapper -> writer as :mod:`serving.jobs.indexer`, spread over a cluster:
+
+* read + prepare (Ray tasks, fused by Ray Data into one stage): the library's files (local folders
+  and archives listed here, read on the workers; object-store URIs through Ray's own reader), the
+  content hash, the resume check against the shards (a hash already stored is skipped), the decode to
+  model pixels and the stored signature (thumbnail and local features), with a failure per bad image;
+* embed + write (Ray actors, each with one ONNX Runtime session; one GPU each where the cluster has
+  GPUs): the encoder on a batch, then an upsert to the shard actors (``index.ray_shards``) that own
+  the ids. Rows come back to this process only as small outcomes, for the progress bar and report.
+
+The collection's shards are the ones the server serves with ``simclr serve --ray``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from tqdm import tqdm
+
+from simclr_search.bundle.manifest import load_manifest
+from simclr_search.bundle.preprocess import normalize
+from simclr_search.bundle.runtime import Encoder
+from simclr_search.bundle.sources import IMAGE_EXTENSIONS, iter_image_bytes, list_source_files
+from simclr_search.index.checks import check_ids, check_uri
+from simclr_search.index.collection import CollectionConfig
+from simclr_search.index.errors import InvalidArgument
+from simclr_search.index.metadata import NewItem
+from simclr_search.index.ray_shards import ShardedStore
+from simclr_search.index.sharded import ShardedCollection
+from simclr_search.serving.core.images import ImageLimits
+from simclr_search.serving.core.request_images import decode_photo_chunk
+from simclr_search.serving.core.tie_break import SIGNATURE_BYTES
+from simclr_search.serving.jobs.indexer import IndexReport, _count, library_id
+
+#: Sources (files or archives) per read task.
+SOURCES_PER_TASK = 256
+#: Logical CPUs a read/decode task and a CPU encoder actor ask for. Half a core each: on a small node
+#: a whole core per encoder actor leaves no slot for the decode tasks that feed it, and Ray Data then
+#: waits on its own reservations; the work itself is one thread each either way.
+TASK_CPUS = 0.5
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """How the job uses the cluster."""
+
+    address: str = "local"
+    shards: int = 4
+    embedders: int = 0  # encoder actors; 0: one per GPU, else one per CPU
+    batch_size: int = 64
+
+
+def _read_sources(batch: dict[str, np.ndarray], root: str) -> dict[str, Any]:
+    """Files and archives -> one row per image: ``id``, ``uri``, ``data``, ``error``."""
+    rows: dict[str, list] = {"id": [], "uri": [], "data": [], "error": []}
+    for path in batch["path"]:
+        skipped: list[tuple[str, str]] = []
+        for record, data in iter_image_bytes(str(path), skipped):
+            rows["id"].append(library_id(root, record.uri))
+            rows["uri"].append(record.uri)
+            rows["data"].append(data)
+            rows["error"].append("")
+        for uri, reason in skipped:
+            rows["id"].append("")
+            rows["uri"].append(uri)
+            rows["data"].append(b"")
+            rows["error"].append(f"unreadable: {reason}")
+    return {key: np.array(values, dtype=object) for key, values in rows.items()}
+
+
+def _from_binary(batch: dict[str, np.ndarray], root: str) -> dict[str, Any]:
+    """Ray's ``read_binary_files`` rows (``bytes``, ``path``) -> our reader's rows. Ray gives paths
+    without the scheme (``bucket/key`` for ``s3://bucket/key``); the uri keeps it, the id is the
+    path below ``root``."""
+    scheme, _, below = root.partition("://")
+    paths = [str(p) for p in batch["path"]]
+    return {
+        "id": np.array([library_id(below.rstrip("/"), p) for p in paths], dtype=object),
+        "uri": np.array([f"{scheme}://{p}" for p in paths], dtype=object),
+        "data": np.array(list(batch["bytes"]), dtype=object),
+        "error": np.array([""] * len(paths), dtype=object),
+    }
+
+
+def _prepare(
+    batch: dict[str, np.ndarray],
+    collection: ShardedCollection,
+    size: int,
+    limits: ImageLimits,
+    with_features: bool,
+) -> dict[str, Any]:
+    """Hash, resume check, id checks and decode: each row becomes ``todo`` (with pixels and
+    signature), ``duplicate``, ``failed`` or ``unreadable``."""
+    n = len(batch["id"])
+    status = ["todo"] * n
+    errors = [str(e) for e in batch["error"]]
+    ids = [str(i) for i in batch["id"]]
+    datas = list(batch["data"])
+    hashes = [hashlib.sha256(d).hexdigest() if d else "" for d in datas]
+    least = SIGNATURE_BYTES + 1 if with_features else 1
+    known = collection.known_hashes([h for h in hashes if h], True, least)
+    for i in range(n):
+        if errors[i]:
+            status[i] = "unreadable"
+            continue
+        ids[i] = ids[i] or hashes[i]
+        try:
+            check_ids([ids[i]])
+            check_uri(str(batch["uri"][i]), ids[i])
+        except InvalidArgument as exc:
+            status[i], errors[i] = "failed", str(exc)
+            continue
+        if hashes[i] in known:
+            status[i] = "duplicate"
+        else:
+            known.add(hashes[i])  # a second copy in this batch is a duplicate too
+    todo = [i for i in range(n) if status[i] == "todo"]
+    pixels = np.zeros((n, size, size, 3), np.uint8)
+    signatures = [b""] * n
+    for i, photo in zip(
+        todo, decode_photo_chunk([datas[i] for i in todo], size, limits, with_features), strict=True
+    ):
+        if isinstance(photo, Exception):
+            status[i], errors[i] = "failed", str(photo)
+            continue
+        pixels[i] = photo.square
+        signatures[i] = photo.signature
+    return {
+        "id": np.array(ids, dtype=object),
+        "uri": batch["uri"],
+        "hash": np.array(hashes, dtype=object),
+        "status": np.array(status, dtype=object),
+        "error": np.array(errors, dtype=object),
+        "pixels": pixels,
+        "signature": np.array(signatures, dtype=object),
+    }
+
+
+class EmbedWriter:
+    """One ONNX Runtime session per actor: embeds a batch's ``todo`` rows and upserts them into the
+    shards that own their ids (durable when the call returns); answers small outcome rows."""
+
+    def __init__(self, bundle: str, int8: bool, device: str, collection: ShardedCollection) -> None:
+        self.manifest = load_manifest(Path(bundle))
+        self.encoder = Encoder(self.manifest, int8, device, 1 if device == "cpu" else 0)
+        self.collection = collection
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        status = batch["status"].copy()
+        todo = np.flatnonzero(status == "todo")
+        if len(todo):
+            pixels = normalize(batch["pixels"][todo], self.manifest.mean, self.manifest.std)
+            vectors = self.encoder(pixels)
+            items = [
+                NewItem(
+                    str(batch["id"][i]),
+                    vector,
+                    str(batch["uri"][i]),
+                    str(batch["hash"][i]),
+                    {},
+                    bytes(batch["signature"][i]),
+                )
+                for i, vector in zip(todo, vectors, strict=True)
+            ]
+            self.collection.upsert(items)
+            status[todo] = "indexed"
+        return {key: batch[key] for key in ("id", "uri", "hash", "error")} | {"status": status}
+
+
+def _sources(folder: str, parallel: int) -> ray.data.Dataset:
+    """The library as a dataset of image rows (``id``, ``uri``, ``data``, ``error``), in at least
+    ``parallel`` blocks where there are that many sources (a block is one task's work)."""
+    if "://" in folder:  # an object store or other filesystem Ray reads (s3://, gs://, ...)
+        extensions = sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+        files = ray.data.read_binary_files(
+            folder,
+            include_paths=True,
+            file_extensions=extensions,
+            num_cpus=TASK_CPUS,  # as the stages after it, so that Ray fuses read, convert and decode
+        )
+        return files.map_batches(_from_binary, fn_kwargs={"root": folder}, num_cpus=TASK_CPUS)
+    paths = [str(p) for p in list_source_files(folder)]
+    blocks = max(1, min(len(paths), max(parallel, -(-len(paths) // SOURCES_PER_TASK))))
+    listed = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
+    return listed.map_batches(
+        _read_sources,
+        fn_kwargs={"root": str(Path(folder))},
+        batch_size=SOURCES_PER_TASK,
+        num_cpus=TASK_CPUS,
+    )
+
+
+def index_on_ray(
+    folder: str | Path,
+    bundle: Path,
+    store: Path,
+    collection: str = "images",
+    settings: RaySettings = RaySettings(),
+    int8: bool = False,
+    device: str = "auto",
+    copy_detection: bool = True,
+    progress: bool = True,
+) -> IndexReport:
+    """Index ``folder`` into the sharded ``collection`` of ``store`` on the Ray cluster."""
+    manifest = load_manifest(bundle)
+    sharded = ShardedStore(store, settings.shards, settings.address)
+    report = IndexReport()
+    started = time.perf_counter()
+    try:
+        target = sharded.create(
+            collection or "images",
+            CollectionConfig(dim=manifest.embedding_dim, space=manifest.embedding_space),
+            exist_ok=True,
+        )
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # ours below counts images, not blocks
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        embedders = settings.embedders or (gpus or max(1, cpus))
+        prepared = _sources(str(folder), 4 * embedders).map_batches(
+            _prepare,
+            fn_kwargs={
+                "collection": target,
+                "size": manifest.input_size,
+                "limits": ImageLimits(),
+                "with_features": copy_detection,
+            },
+            batch_size=settings.batch_size,
+            num_cpus=TASK_CPUS,
+        )
+        outcomes = prepared.map_batches(
+            EmbedWriter,
+            fn_constructor_kwargs={
+                "bundle": str(bundle.resolve()),
+                "int8": int8,
+                "device": device if gpus else "cpu",
+                "collection": target,
+            },
+            batch_size=settings.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=embedders),
+            num_cpus=0 if gpus else TASK_CPUS,
+            num_gpus=1 if gpus else 0,
+        )
+        with tqdm(desc="indexing (ray)", unit="img", disable=not progress, mininterval=1.0) as bar:
+            for batch in outcomes.iter_batches(batch_size=None, batch_format="numpy"):
+                for status, uri, error in zip(
+                    batch["status"], batch["uri"], batch["error"], strict=True
+                ):
+                    if status == "unreadable":
+                        report.unreadable += 1
+                        report.failures.append((str(uri), str(error)))
+                    else:
+                        _count(report, str(status), str(uri), str(error))
+                bar.update(len(batch["status"]))
+    finally:
+        sharded.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def cluster_cores() -> int:
+    """CPUs of the cluster this process is connected to (for the benchmark's per-node figures)."""
+    return int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
