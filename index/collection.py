@@ -360,10 +360,7 @@ class Collection:
         self, external_id: str, k: int = 10, filter: tuple[str, Any] | None = None
     ) -> list[Hit]:
         """ "More like this": neighbours of a stored item, itself excluded."""
-        check_k(k)
-        item = self.get([external_id])[0]
-        hits = self.search(item.vector, min(k + 1, MAX_K), filter)[0]
-        return [h for h in hits if h.external_id != external_id][:k]
+        return more_like(self, external_id, k, filter)
 
     def neighbour_ids(self, vectors: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """FAISS's raw answer for whole-collection jobs (``index.neighbours``): ``(scores, internal
@@ -480,6 +477,17 @@ class Collection:
             "sqlite_count": self.meta.count(),
             "index_count": self._vi.live,
         }
+
+
+def more_like(
+    collection: Any, external_id: str, k: int, filter: tuple[str, Any] | None
+) -> list[Hit]:
+    """The ``k`` nearest neighbours of the stored item ``external_id`` in ``collection`` (anything
+    with ``get`` and ``search``: a collection or a sharded one), the item itself left out."""
+    check_k(k)
+    item = collection.get([external_id])[0]
+    hits = collection.search(item.vector, min(k + 1, MAX_K), filter)[0]
+    return [h for h in hits if h.external_id != external_id][:k]
 
 
 def _empty_spec(kind: str) -> IndexSpec:

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from simclr_search.index.checks import as_vectors, check_ids, check_k
-from simclr_search.index.collection import MAX_K, Collection, CollectionConfig
+from simclr_search.index.collection import Collection, CollectionConfig, more_like
 from simclr_search.index.errors import NotFound, NotSupported
 from simclr_search.index.hits import Hit
 from simclr_search.index.metadata import Item, NewItem, check_filter
@@ -176,10 +176,7 @@ class ShardedCollection:
         self, external_id: str, k: int = 10, filter: tuple[str, Any] | None = None
     ) -> list[Hit]:
         """ "More like this": neighbours of a stored item, itself excluded."""
-        check_k(k)
-        item = self.get([external_id])[0]
-        hits = self.search(item.vector, min(k + 1, MAX_K), filter)[0]
-        return [h for h in hits if h.external_id != external_id][:k]
+        return more_like(self, external_id, k, filter)
 
     def stats(self) -> dict[str, Any]:
         """The collection's figures summed over shards, each shard's own under ``shards``."""
