@@ -141,11 +141,12 @@ class ShardedCollection:
         check_ids(external_ids)
         owners = self._owners(external_ids)
         groups = [(shard, [external_ids[p] for p in where]) for shard, where in owners.items()]
-        found = self.shards.run([(shard, "missing", (ids,)) for shard, ids in groups])
-        missing = [i for part in found for i in part]
-        if missing:
-            raise NotFound(f"unknown ids in collection {self.name!r}: {missing[:10]}")
-        parts = self.shards.run([(shard, "get", (ids,)) for shard, ids in groups])
+        try:
+            parts = self.shards.run([(shard, "get", (ids,)) for shard, ids in groups])
+        except NotFound:  # name every unknown id, not only the first shard's
+            found = self.shards.run([(shard, "missing", (ids,)) for shard, ids in groups])
+            missing = [i for part in found for i in part]
+            raise NotFound(f"unknown ids in collection {self.name!r}: {missing[:10]}") from None
         by_id = {item.external_id: item for part in parts for item in part}
         return [by_id[i] for i in external_ids]
 

@@ -16,7 +16,6 @@ The collection's shards are the ones the server serves with ``simclr serve --ray
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,8 +264,3 @@ def index_on_ray(
         sharded.close()
     report.seconds = time.perf_counter() - started
     return report
-
-
-def cluster_cores() -> int:
-    """CPUs of the cluster this process is connected to (for the benchmark's per-node figures)."""
-    return int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
