@@ -206,7 +206,6 @@ def index_on_ray(
     settings: RaySettings = RaySettings(),
     int8: bool = False,
     device: str = "auto",
-    copy_detection: bool = True,
     progress: bool = True,
 ) -> IndexReport:
     """Index ``folder`` into the sharded ``collection`` of ``store`` on the Ray cluster."""
@@ -231,7 +230,7 @@ def index_on_ray(
                 "collection": target,
                 "size": manifest.input_size,
                 "limits": ImageLimits(),
-                "with_features": copy_detection,
+                "with_features": True,  # as the server indexes by default (copy detection)
             },
             batch_size=settings.batch_size,
             num_cpus=TASK_CPUS,
