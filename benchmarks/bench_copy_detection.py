@@ -38,8 +38,17 @@ from PIL import Image, ImageOps
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import emit
-from benchmarks.copy_data import SEED, calibration_set, cifar_images, crops, photos, roles
+from benchmarks.copy_data import (
+    SEED,
+    calibration_set,
+    cifar_images,
+    crops,
+    photos,
+    roles,
+    search_calibration,
+)
 from simclr_search.edits import FAMILIES, edited
+from simclr_search.serving.core.copy_search import REACH, VERIFIED
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,7 +173,8 @@ def main(args: argparse.Namespace) -> dict:
 
         model = calibrate_bundle(
             args.bundle,
-            calibration_set(images, 300),
+            search_calibration(images),
+            pair_data=calibration_set(images, 300),  # as bench_dedup.py --calibrate
             described_as="benchmarks/copy_data.py calibration split (CBSD68) + CIFAR-10 train",
             progress=False,
         )
@@ -211,7 +221,7 @@ def main(args: argparse.Namespace) -> dict:
                     sum(said) / sum(1 for q in queries if q[0] is not None), 4
                 )
                 result["search_ms_photo_p50"] = round(1000 * float(np.median(latencies)), 1)
-                result.update(speed(client, server, images, originals, args.quick))
+                result.update(speed(client, server, images, originals, negatives, args.quick))
         finally:
             server.stop()
         server = Server(args.bundle, Path(tmp) / "cifar-store")
@@ -253,38 +263,45 @@ def _store_bytes(server: Server) -> int:
     return sum(f.stat().st_size for f in (server.store / "images").rglob("*") if f.is_file())
 
 
-def speed(client, server, images, originals, quick: bool) -> dict:
-    """12 MP search latency, 12 MP indexing rate, and the store's bytes per photo."""
+def speed(client, server, images, originals, negatives, quick: bool) -> dict:
+    """12 MP search latency (indexed photos, crops of them, and photos that are not indexed,
+    which verification checks furthest), 12 MP indexing rate, and the store's bytes per photo."""
     photos_12mp = big_jpegs([images[n] for n in originals], 12 if quick else 48)
+    unknown = big_jpegs([images[n] for n in negatives], 8)
     before = _store_bytes(server)
     tick = time.perf_counter()
     list(client.index_images([(f"big{i}", d, "", {}) for i, d in enumerate(photos_12mp)]))
     index_rate = len(photos_12mp) / (time.perf_counter() - tick)
     queries = [edited(d, "crop", np.random.default_rng(i)) for i, d in enumerate(photos_12mp[:8])]
     queries = [photos_12mp[i] for i in range(8)] + queries
-    latencies = []
-    for data in queries * (1 if quick else 2):
+    latencies, unknown_latencies = [], []
+    for data in (queries + unknown) * (1 if quick else 2):
         tick = time.perf_counter()
         client.search(image=data, k=10)
-        latencies.append(time.perf_counter() - tick)
+        (unknown_latencies if data in unknown else latencies).append(time.perf_counter() - tick)
     collection = server.running.service.store.get("images")
     per_photo = (_store_bytes(server) - before) / len(photos_12mp)
     return {
         "index_12mp_photos_per_s": round(index_rate, 2),
         "search_ms_12mp_p50": round(1000 * float(np.median(latencies)), 1),
         "search_ms_12mp_p95": round(1000 * float(np.percentile(latencies, 95)), 1),
+        "search_ms_12mp_not_indexed_p50": round(1000 * float(np.median(unknown_latencies)), 1),
+        "search_ms_12mp_all_p50": round(1000 * float(np.median(latencies + unknown_latencies)), 1),
         "store_bytes_per_photo": round(per_photo),
         "index_ram_bytes_per_item": 4 * collection.config.dim,
         "jpeg_12mp_mean_bytes": round(float(np.mean([len(d) for d in photos_12mp]))),
     }
 
 
+ALL = dict(orientations=True, trimmed=True, windows=True)
+#: name -> (views, verify, reach)
 VARIANTS = {
-    "whole view only": (dict(orientations=False, trimmed=False, windows=False), False),
-    "+ 8 orientations": (dict(orientations=True, trimmed=False, windows=False), False),
-    "+ border trimmed": (dict(orientations=True, trimmed=True, windows=False), False),
-    "+ windows": (dict(orientations=True, trimmed=True, windows=True), False),
-    "+ local features (all)": (dict(orientations=True, trimmed=True, windows=True), True),
+    "whole view only": (dict(orientations=False, trimmed=False, windows=False), False, 0),
+    "+ 8 orientations": (dict(orientations=True, trimmed=False, windows=False), False, 0),
+    "+ border trimmed": (dict(orientations=True, trimmed=True, windows=False), False, 0),
+    "+ windows": (ALL, False, 0),
+    f"+ local features, first {VERIFIED} candidates": (ALL, True, VERIFIED),
+    f"+ local features up to {REACH} when unsure (all)": (ALL, True, REACH),
 }
 
 
@@ -314,16 +331,24 @@ def ablation(bundle: Path) -> dict:
     )
     out = []
     with tempfile.TemporaryDirectory(prefix="simclr-ablation-") as tmp:
-        for name, (parts, verify) in VARIANTS.items():
+        for name, (parts, verify, reach) in VARIANTS.items():
             variant = Path(tmp) / "bundle"
             shutil.rmtree(variant, ignore_errors=True)
             shutil.copytree(bundle, variant)
             views = ViewSet(**parts)
             calibrate_bundle(
-                variant, calibration_set(images, 300), progress=False, views=views, verify=verify
+                variant,
+                search_calibration(images),
+                pair_data=calibration_set(images, 300),
+                progress=False,
+                views=views,
+                verify=verify,
+                reach=reach,
             )
             config = ServiceConfig(bundle=variant, store=Path(tmp) / f"store-{len(out)}")
-            measured = asyncio.run(measure(config, evaluation, SEED + 6, False, views, verify))
+            measured = asyncio.run(
+                measure(config, evaluation, SEED + 6, False, views, verify, reach)
+            )
             model = CopyCalibration.load(variant)
             scores = model.probability(measured["whole"], measured["window"], measured["inliers"])
             result = evaluate(

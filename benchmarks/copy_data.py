@@ -11,6 +11,9 @@ seed into disjoint roles, so the calibration never sees an evaluation photo:
 | evaluation distractor sources | 4 CBSD68 | 40 crops each, indexed |
 
 Distractors also include CIFAR-10 images: test for the evaluation, train for the calibration.
+The search calibration indexes as many distractors as the evaluation (:func:`search_calibration`):
+a query without a copy meets its most alike stranger in an index of that size, and a smaller
+index would fit the threshold to strangers less alike than the evaluation's.
 """
 
 from __future__ import annotations
@@ -66,12 +69,20 @@ def crops(images: dict[str, bytes], names: list[str], per: int, seed: int) -> di
     return {f"{n}#crop{j}": edited(images[n], "crop", rng) for n in names for j in range(per)}
 
 
-def calibration_set(images: dict[str, bytes], cifar_count: int) -> CalibrationSet:
+def calibration_set(
+    images: dict[str, bytes], cifar_count: int, crops_per_source: int = 10
+) -> CalibrationSet:
     r = roles(list(images))
-    distractors = crops(images, r["cal_distractor_sources"], 10, SEED + 1)
+    distractors = crops(images, r["cal_distractor_sources"], crops_per_source, SEED + 1)
     distractors.update(cifar_images("train", cifar_count, SEED + 2))
     return CalibrationSet(
         {n: images[n] for n in r["cal_originals"]},
         {n: images[n] for n in r["cal_negatives"]},
         distractors,
     )
+
+
+def search_calibration(images: dict[str, bytes]) -> CalibrationSet:
+    """The search model's calibration set: 1,000 CIFAR-10 train images and 40 crops of each
+    distractor source, the evaluation's index size (``bench_copy_detection.py``)."""
+    return calibration_set(images, 1000, 40)

@@ -214,11 +214,18 @@ FIGURES: list[Figure] = [
     ),
     Figure(
         "Copy detection",
-        "12-megapixel JPEGs: Search by image p50 / p95; IndexImages photos/s; store bytes per photo",
+        "12-megapixel JPEGs: Search by image p50 / p95 (photos in the index and crops of them), "
+        "p50 for photos not in the index, p50 of all; IndexImages photos/s; store bytes per photo",
         "copy_detection",
         lambda r: (
-            f"{r['search_ms_12mp_p50']:.0f} / {r['search_ms_12mp_p95']:.0f} ms; "
-            f"{r['index_12mp_photos_per_s']:.1f} photos/s; "
+            f"{r['search_ms_12mp_p50']:.0f} / {r['search_ms_12mp_p95']:.0f} ms, "
+            + (
+                f"{r['search_ms_12mp_not_indexed_p50']:.0f} ms, "
+                f"{r['search_ms_12mp_all_p50']:.0f} ms; "
+                if "search_ms_12mp_not_indexed_p50" in r
+                else "not indexed: not measured; "
+            )
+            + f"{r['index_12mp_photos_per_s']:.1f} photos/s; "
             + (
                 f"{r['store_bytes_per_photo']:,} B per photo on disk"
                 if "store_bytes_per_photo" in r
@@ -229,9 +236,12 @@ FIGURES: list[Figure] = [
     ),
     Figure(
         "Copy detection",
-        "12-megapixel JPEG: Search by image p50; IndexImages",
+        "12-megapixel JPEG: Search by image p50 (all queries); IndexImages",
         "copy_detection",
-        lambda r: f"{r['search_ms_12mp_p50']:.0f} ms; {r['index_12mp_photos_per_s']:.1f} photos/s",
+        lambda r: (
+            f"{r.get('search_ms_12mp_all_p50', r['search_ms_12mp_p50']):.0f} ms; "
+            f"{r['index_12mp_photos_per_s']:.1f} photos/s"
+        ),
         readme=True,
     ),
     # -- duplicates --------------------------------------------------------------------------------

@@ -28,6 +28,9 @@ FILENAME = "copy_calibration.json"
 FORMAT_VERSION = 1
 #: Inliers enter as log(1 + min(inliers, cap)): beyond a few dozen, more says nothing new.
 INLIER_CAP = 60
+#: The threshold is where the calibration answers' precision reaches the target by its one-sided
+#: 95% Wilson lower bound (``logistic.threshold_for_precision``).
+CONFIDENCE_Z = 1.645
 
 
 def features(whole: np.ndarray, window: np.ndarray, inliers: np.ndarray) -> np.ndarray:
@@ -114,5 +117,6 @@ def calibrate(
     weights = fit_logistic(features(whole, window, inliers), correct)
     model = CopyCalibration(tuple(float(w) for w in weights), 1.0, target_precision, fitted_on)
     scores = model.probability(whole, window, inliers)
-    threshold = threshold_for_precision(scores, correct, target_precision)
+    threshold = threshold_for_precision(scores, correct, target_precision, CONFIDENCE_Z)
+    fitted_on = {**fitted_on, "precision_bound": "one-sided 95% Wilson lower bound"}
     return CopyCalibration(model.weights, threshold, target_precision, fitted_on)

@@ -2,10 +2,13 @@
 
 1. The query photo is decoded once (``request_images.Photo``) and cut into views
    (``photo_views.query_views``: orientations, border-trimmed, windows), embedded in one batch.
-2. Each view's nearest stored images are fetched; each image keeps its best whole-picture and its
-   best window cosine.
-3. The :data:`VERIFIED` best candidates are checked with local features (``local_features``): the
-   query's ORB points, and its mirror image's, against the candidate's stored ones.
+2. Each view's nearest stored images are fetched. The :data:`POOL` best of them by any view get
+   their exact best whole-picture and best window cosine over *all* the views from their stored
+   vectors: an image only a window found still has a real whole-picture cosine, not a gap.
+3. The :data:`VERIFIED` best candidates that have stored local features are checked with them
+   (``local_features``): the query's ORB points, and its mirror image's, against the candidate's;
+   without a strong match among them, up to :data:`REACH` (see :func:`_verify`). Candidates
+   without features (icons, thumbnails) take no verification slot.
 4. ``copy_scores.CopyCalibration`` turns the three into a probability; hits are ordered by it and
    say ``is_copy``. Without a calibration file the order is by cosine and no hit claims a copy.
 """
@@ -19,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from simclr_search.index.errors import NotFound
 from simclr_search.index.hits import Hit
 from simclr_search.serving.core import local_features
 from simclr_search.serving.core.copy_scores import CopyCalibration
@@ -33,8 +37,14 @@ from simclr_search.serving.core.tie_break import (
 
 #: Stored images fetched per query view.
 PER_VIEW = 10
-#: Candidates checked with local features.
+#: Candidates (best by any view) whose cosines are computed exactly from their stored vectors.
+POOL = 64
+#: Candidates with stored local features always checked with them.
 VERIFIED = 12
+#: Inliers that make a verified copy: with one among the first VERIFIED, checking stops there.
+STRONG = 20
+#: How far checking goes when no candidate is verified strongly.
+REACH = 48
 #: Fewer inliers than this and the query's mirror image is matched too.
 MIRROR_BELOW = 12
 #: Probabilities this close to the best count as a tie (ordered by the thumbnail tie-break).
@@ -54,36 +64,95 @@ class CopyHit:
     is_copy: bool
 
 
-def _best_per_item(per_view: list[list[Hit]], kinds: np.ndarray) -> dict[str, list[Any]]:
-    """id -> [hit, best whole-view cosine, best window cosine] over every view's hits."""
-    best: dict[str, list[Any]] = {}
-    for hits, kind in zip(per_view, kinds, strict=True):
-        slot = 2 if kind == WINDOW else 1
+def _pool(per_view: list[list[Hit]], size: int) -> list[Hit]:
+    """The ``size`` stored images with the best cosine under any view (each image once)."""
+    best: dict[str, Hit] = {}
+    for hits in per_view:
         for hit in hits:
-            entry = best.setdefault(hit.external_id, [hit, -1.0, -1.0])
-            entry[slot] = max(entry[slot], hit.score)
-    return best
+            if hit.external_id not in best or hit.score > best[hit.external_id].score:
+                best[hit.external_id] = hit
+    return sorted(best.values(), key=lambda h: -h.score)[:size]
 
 
-def _verify(query: Photo, candidates: list[Hit]) -> list[int]:
-    """Inliers per candidate (0 where either side has no features); runs in a decode thread."""
-    stored = [features_of(h.signature) for h in candidates]
-    if not any(s is not None for s in stored):
-        return [0] * len(candidates)
+def exact_cosines(
+    views: np.ndarray, kinds: np.ndarray, mirrored: np.ndarray, stored: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each stored vector's best whole-view and best window cosine over the query's views.
+
+    Args:
+        views: ``(V, D)`` the query views' embeddings; kinds: ``(V,)`` WHOLE or WINDOW;
+            mirrored: ``(V,)`` whether each view is mirrored.
+        stored: ``(C, D)`` the candidates' stored vectors.
+
+    Returns:
+        ``(C,)`` whole and ``(C,)`` window cosines (window = whole when there are no windows),
+        and ``(C,)`` whether the best whole view is a mirrored one.
+    """
+    unit = views / np.maximum(np.linalg.norm(views, axis=1, keepdims=True), 1e-12)
+    stored = stored / np.maximum(np.linalg.norm(stored, axis=1, keepdims=True), 1e-12)
+    cosine = stored @ unit.T  # (C, V)
+    is_whole = kinds != WINDOW
+    whole_cosine = cosine[:, is_whole]
+    whole = whole_cosine.max(axis=1)
+    window = cosine[:, ~is_whole].max(axis=1) if (~is_whole).any() else whole
+    return whole, window, np.asarray(mirrored)[is_whole][whole_cosine.argmax(axis=1)]
+
+
+def stored_vectors(collection: Any, ids: list[str]) -> dict[str, np.ndarray]:
+    """id -> stored vector for those of ``ids`` still stored (one may be deleted between the
+    search and this lookup); ``collection`` is a plain or sharded collection."""
+    try:
+        items = collection.get(ids)
+    except NotFound:
+        gone = set(collection.missing(ids))
+        items = collection.get([i for i in ids if i not in gone]) if len(gone) < len(ids) else []
+    return {item.external_id: item.vector for item in items}
+
+
+def _verifiable(hit: Hit) -> tuple[np.ndarray, np.ndarray] | None:
+    """The hit's stored local features, if it has enough to match (an icon has none)."""
+    features = features_of(hit.signature)
+    if features is None or len(features[1]) < local_features.MIN_MATCHES:
+        return None
+    return features
+
+
+def _verify(
+    query: Photo, candidates: list[Hit], mirrored: list[bool] | None = None, reach: int = REACH
+) -> list[int]:
+    """Inliers per candidate, in the candidates' order (best cosine first); runs in a decode
+    thread. Candidates without local features get 0 and take no slot.
+
+    The first :data:`VERIFIED` are always checked, upright and, below :data:`MIRROR_BELOW`
+    inliers, mirrored. When none of them has :data:`STRONG` inliers (a strong crop or a small
+    inset, which the embedding ranks low), checking goes on to ``reach`` candidates, each in the
+    one orientation its best whole view had (``mirrored``; upright when not given), which keeps a
+    query that has no copy in the index within the latency budget.
+    """
+    counts = [0] * len(candidates)
+    usable = [(i, f) for i, h in enumerate(candidates) if (f := _verifiable(h)) is not None]
+    if not usable:
+        return counts
     extractor = thread_features()
-    ahead = extractor.extract(query.pixels)
-    mirrored = None
-    counts = []
-    for features in stored:
-        if features is None:
-            counts.append(0)
-            continue
-        count = extractor.inliers(ahead, features)
-        if count < MIRROR_BELOW:  # a mirrored copy matches its original's mirror image
-            if mirrored is None:
-                mirrored = extractor.extract(query.pixels, mirror=True)
-            count = max(count, extractor.inliers(mirrored, features))
-        counts.append(count)
+    sides: dict[bool, tuple[np.ndarray, np.ndarray]] = {}
+
+    def side(mirror: bool) -> tuple[np.ndarray, np.ndarray]:
+        if mirror not in sides:
+            sides[mirror] = extractor.extract(
+                query.pixels, mirror=mirror, features=local_features.QUERY_FEATURES
+            )
+        return sides[mirror]
+
+    for n, (i, features) in enumerate(usable[: max(reach, VERIFIED)]):
+        if n < VERIFIED:
+            count = extractor.inliers(side(False), features)
+            if count < MIRROR_BELOW:  # a mirrored copy matches its original's mirror image
+                count = max(count, extractor.inliers(side(True), features))
+        elif max(counts) >= STRONG:
+            break
+        else:
+            count = extractor.inliers(side(bool(mirrored and mirrored[i])), features)
+        counts[i] = count
     return counts
 
 
@@ -95,8 +164,9 @@ class CopySearch:
         embed: ``(n, S, S, 3)`` uint8 -> ``(n, D)`` embeddings (the micro-batcher).
         calibration: the bundle's fitted copy model, or None (order by cosine, no decisions).
         tie_break_margin: cosine margin of the thumbnail tie-break among tied probabilities.
-        views / verify: which query views, and whether to check local features (all, and yes,
-            in the server; the benchmark's ablation measures each part).
+        views / verify / reach: which query views, whether to check local features, and how many
+            candidates at most (all, yes and :data:`REACH` in the server; the benchmark's
+            ablation measures each part).
     """
 
     def __init__(
@@ -107,6 +177,7 @@ class CopySearch:
         tie_break_margin: float = DEFAULT_MARGIN,
         views: ViewSet = ALL_VIEWS,
         verify: bool = True,
+        reach: int = REACH,
     ) -> None:
         self.requests = requests
         self.tie_break_margin = tie_break_margin
@@ -114,42 +185,54 @@ class CopySearch:
         self.embed = embed
         self.calibration = calibration
         self.verify = verify and local_features.available()
+        self.reach = reach
 
     async def search(
-        self, image: bytes, k: int, search: Callable[[np.ndarray, int], Awaitable[list[list[Hit]]]]
+        self,
+        image: bytes,
+        k: int,
+        search: Callable[[np.ndarray, int], Awaitable[list[list[Hit]]]],
+        vectors: Callable[[list[str]], Awaitable[dict[str, np.ndarray]]],
     ) -> list[CopyHit]:
         """The ``k`` best stored images for ``image``; ``search(vectors, k)`` queries the
-        collection (with the caller's filter) for each row."""
+        collection (with the caller's filter) for each row; ``vectors(ids)`` gives the stored
+        vectors of those ids that are still stored."""
         result = (await self.requests.decode_photos([image], with_features=False))[0]
         if isinstance(result, Exception):
             raise result
-        views, kinds = await self.requests.run(
+        views, kinds, mirrored = await self.requests.run(
             query_views, result.pixels, self.requests.size, self.views
         )
-        vectors = await self.embed(views)
-        best = _best_per_item(await search(vectors, max(PER_VIEW, k)), kinds)
-        ranked = sorted(best.values(), key=lambda e: -max(e[1], e[2]))
-        checked = ranked[:VERIFIED] if self.verify else []
-        inliers = await self.requests.run(_verify, result, [e[0] for e in checked])
-        inliers += [0] * (len(ranked) - len(checked))
-        whole = np.array([e[1] for e in ranked])
-        window = np.array([e[2] for e in ranked])
-        window = np.where(window < 0, whole, window)  # an item only whole views found
-        if self.calibration is not None and ranked:
-            probability = self.calibration.probability(whole, window, np.array(inliers))
+        embedded = np.asarray(await self.embed(views), dtype=np.float32)
+        pool = _pool(await search(embedded, max(PER_VIEW, k)), max(POOL, k))
+        stored = await vectors([h.external_id for h in pool])
+        pool = [h for h in pool if h.external_id in stored]  # deleted meanwhile: left out
+        if not pool:
+            return []
+        whole, window, flipped = exact_cosines(
+            embedded, kinds, mirrored, np.stack([stored[h.external_id] for h in pool])
+        )
+        order = np.argsort(-np.maximum(whole, window), kind="stable")
+        pool, whole, window = [pool[i] for i in order], whole[order], window[order]
+        flipped = flipped[order].tolist()
+        inliers = np.zeros(len(pool), dtype=np.int64)
+        if self.verify:
+            inliers[:] = await self.requests.run(_verify, result, pool, flipped, self.reach)
+        if self.calibration is not None:
+            probability = self.calibration.probability(whole, window, inliers)
             threshold = self.calibration.threshold
         else:
-            probability, threshold = np.full(len(ranked), -1.0), np.inf
+            probability, threshold = np.full(len(pool), -1.0), np.inf
         hits = [
             CopyHit(
-                dataclasses.replace(entry[0], score=float(max(entry[1], entry[2]))),
+                dataclasses.replace(hit, score=float(max(w, v))),
                 float(w),
                 float(v),
                 int(n),
                 float(p),
                 bool(p >= threshold),
             )
-            for entry, w, v, n, p in zip(ranked, whole, window, inliers, probability, strict=True)
+            for hit, w, v, n, p in zip(pool, whole, window, inliers, probability, strict=True)
         ]
         hits.sort(key=lambda h: (-h.copy_probability, -h.hit.score))
         return self._near_ties(hits, signatures(views[:1])[0])[:k]

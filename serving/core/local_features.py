@@ -2,7 +2,8 @@
 
 Why: a global embedding says two pictures look alike; a copy shares the same *points* in the same
 arrangement. Matching binary ORB descriptors (Rublee et al. 2011) between the query and a candidate
-and counting the matches that one similarity transform explains (RANSAC, Fischler & Bolles 1981)
+(nearest two by Hamming distance with faiss's binary index, about twice as fast as OpenCV's brute
+force matcher here, same matches) and counting the matches that one similarity transform explains (RANSAC, Fischler & Bolles 1981)
 tells a crop, an overlay or an inset of a photo from a different photo of a similar scene, which
 the embedding cannot. Only the top candidates of the embedding search are checked, so the cost per
 query stays a few milliseconds per candidate.
@@ -18,12 +19,20 @@ import struct
 
 import numpy as np
 
+from simclr_search.index.faiss_loader import faiss
+
 try:
     import cv2
 except ImportError:  # pragma: no cover - a declared dependency of the serve extra
     cv2 = None
 
+_BITS = 256  # ORB descriptors: 32 bytes
+
+#: Keypoints stored per image.
 FEATURES = 400
+#: Keypoints taken from a query: more than stored, because a query's own additions (the caption
+#: lines and title bar around an inset photo) take many of the strongest corners.
+QUERY_FEATURES = 800
 VERSION = 1
 _HEADER = struct.Struct("<BH")
 #: Lowe's ratio test: a match counts if clearly better than the second best.
@@ -48,10 +57,15 @@ class LocalFeatures:
         if cv2 is None:
             raise RuntimeError("local features need opencv-python-headless (pip install it)")
         self._orb = cv2.ORB_create(nfeatures=features)
-        self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+        self._features = features
+        self._faiss = faiss()
 
-    def extract(self, pixels: np.ndarray, mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """``(n, 2)`` float32 positions and ``(n, 32)`` uint8 descriptors (``n`` may be 0)."""
+    def extract(
+        self, pixels: np.ndarray, mirror: bool = False, features: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, 2)`` float32 positions and ``(n, 32)`` uint8 descriptors (``n`` may be 0), at
+        most ``features`` of them (the constructor's count by default)."""
+        self._orb.setMaxFeatures(features or self._features)
         grey = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)
         if min(grey.shape) < MIN_SIDE:  # an icon: too few pixels for corners worth matching
             return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
@@ -82,12 +96,14 @@ class LocalFeatures:
         (q_points, q_desc), (s_points, s_desc) = query, stored
         if len(q_desc) < MIN_MATCHES or len(s_desc) < MIN_MATCHES:
             return 0, 0.0
-        pairs = self._matcher.knnMatch(q_desc, s_desc, k=2)
-        good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
-        if len(good) < MIN_MATCHES:
+        index = self._faiss.IndexBinaryFlat(_BITS)
+        index.add(np.ascontiguousarray(s_desc))
+        distance, nearest = index.search(np.ascontiguousarray(q_desc), 2)
+        good = distance[:, 0] < RATIO * distance[:, 1]
+        if good.sum() < MIN_MATCHES:
             return 0, 0.0
-        src = q_points[[m.queryIdx for m in good]]
-        dst = s_points[[m.trainIdx for m in good]]
+        src = q_points[good]
+        dst = s_points[nearest[good, 0]]
         _, mask = cv2.estimateAffinePartial2D(
             src,
             dst,

@@ -27,12 +27,29 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50
     return w
 
 
-def threshold_for_precision(scores: np.ndarray, correct: np.ndarray, precision: float) -> float:
+def wilson_lower(hits: np.ndarray, n: np.ndarray, z: float) -> np.ndarray:
+    """The lower end of Wilson's score interval (Wilson 1927) for ``hits`` successes in ``n``
+    trials, ``z`` standard deviations below (0: the plain proportion)."""
+    hits, n = np.asarray(hits, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    p = hits / n
+    if z == 0:
+        return p
+    centre = p + z * z / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
+def threshold_for_precision(
+    scores: np.ndarray, correct: np.ndarray, precision: float, z: float = 0.0
+) -> float:
     """The lowest score threshold at which the answers at or above it reach ``precision``
-    (answers sorted best first; 1.0 when no threshold does)."""
+    (answers sorted best first; 1.0 when no threshold does). With ``z`` > 0 the precision must
+    be reached by its Wilson lower bound, ``z`` standard deviations down: a threshold fitted on a
+    few hundred answers then holds on new ones instead of sitting where the sample happened to
+    touch the target."""
     order = np.argsort(-scores, kind="stable")
     hits = np.cumsum(correct[order])
-    reached = hits / np.arange(1, len(order) + 1) >= precision
+    reached = wilson_lower(hits, np.arange(1, len(order) + 1), z) >= precision
     if not reached.any():
         return 1.0
     last = int(np.nonzero(reached)[0].max())

@@ -129,27 +129,32 @@ ALL_VIEWS = ViewSet()
 
 def query_views(
     pixels: np.ndarray, size: int, parts: ViewSet = ALL_VIEWS
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The views of a query photo: ``(n, size, size, 3)`` uint8 squares (the first is the stored
-    images' own view, exactly) and ``(n,)`` their kinds, :data:`WHOLE` or :data:`WINDOW`.
+    images' own view, exactly), ``(n,)`` their kinds, :data:`WHOLE` or :data:`WINDOW`, and
+    ``(n,)`` whether each is mirrored.
 
     The whole picture in 8 orientations; trimmed of borders (if any) upright and mirrored; windows
-    upright. A picture under 2 ``size`` on its shorter side (an icon) gets the orientations only. All but the first come from a copy 4 ``size`` on its shorter side, which keeps the
-    views' detail and makes them ~20x cheaper to cut and resize than from the full photo.
+    upright. A picture under 2 ``size`` on its shorter side (an icon) gets the orientations only.
+    All but the first come from a copy 4 ``size`` on its shorter side, which keeps the views'
+    detail and makes them ~20x cheaper to cut and resize than from the full photo.
     """
     stored = square(pixels, size)
     whole = _dihedral(stored) if parts.orientations else [stored]
-    if min(pixels.shape[:2]) < 2 * size:  # an icon: its windows would be a few pixels, enlarged
-        return np.ascontiguousarray(np.stack(whole)), np.full(len(whole), WHOLE, dtype=np.int8)
-    small = _shrink(pixels, 4 * size)
-    trimmed = trim_border(small) if parts.trimmed else small
-    if trimmed.shape != small.shape:
-        view = square(trimmed, size)
-        whole += [view, view[:, ::-1]]
-    cut = [square(part, size) for part in windows(trimmed)] if parts.windows else []
+    mirrored = [i % 2 == 1 for i in range(len(whole))]  # _dihedral: upright, mirrored, ...
+    if min(pixels.shape[:2]) >= 2 * size:  # an icon's windows would be a few pixels, enlarged
+        small = _shrink(pixels, 4 * size)
+        trimmed = trim_border(small) if parts.trimmed else small
+        if trimmed.shape != small.shape:
+            view = square(trimmed, size)
+            whole += [view, view[:, ::-1]]
+            mirrored += [False, True]
+        cut = [square(part, size) for part in windows(trimmed)] if parts.windows else []
+    else:
+        cut = []
     views = np.ascontiguousarray(np.stack(whole + cut))
     kinds = np.array([WHOLE] * len(whole) + [WINDOW] * len(cut), dtype=np.int8)
-    return views, kinds
+    return views, kinds, np.array(mirrored + [False] * len(cut))
 
 
 def _shrink(pixels: np.ndarray, shorter: int) -> np.ndarray:

@@ -41,7 +41,7 @@ from simclr_search.index.store import Store
 from simclr_search.serving.core.batcher import MicroBatcher
 from simclr_search.serving.core.config import ServiceConfig
 from simclr_search.serving.core.copy_scores import CopyCalibration
-from simclr_search.serving.core.copy_search import CopyHit, CopySearch
+from simclr_search.serving.core.copy_search import CopyHit, CopySearch, stored_vectors
 from simclr_search.serving.core.dedup import DuplicateFinder, DuplicateGroup
 from simclr_search.serving.core.errors import BadRequest, InvalidImage
 from simclr_search.serving.core.image_models import ImageModels
@@ -295,7 +295,10 @@ class SearchService:
             return await self._store(lambda: col.search_by_id(item_id, k, filter))
         if image is not None and self.copies is not None:
             return await self.copies.search(
-                image, k, lambda vectors, n: self._store(lambda: col.search(vectors, n, filter))
+                image,
+                k,
+                lambda vectors, n: self._store(lambda: col.search(vectors, n, filter)),
+                lambda ids: self._store(lambda: stored_vectors(col, ids)),
             )
         signature = b""
         if image is not None:

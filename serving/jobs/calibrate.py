@@ -31,6 +31,7 @@ import numpy as np
 from simclr_search.edits import FAMILIES, edited
 from simclr_search.serving.core.config import ServiceConfig
 from simclr_search.serving.core.copy_scores import CopyCalibration, calibrate
+from simclr_search.serving.core.copy_search import REACH
 from simclr_search.serving.core.dedup import FLOOR, measure_pairs
 from simclr_search.serving.core.pair_scores import PairDecision, fit_pairs
 from simclr_search.serving.core.photo_views import ALL_VIEWS, ViewSet
@@ -74,14 +75,17 @@ async def measure(
     progress: bool = True,
     views: ViewSet = ALL_VIEWS,
     verify: bool = True,
+    reach: int = REACH,
 ) -> dict[str, np.ndarray]:
     """Index ``data`` in a fresh store and answer every edited query through the service core:
-    the best hit's measurements and whether it is the query's original. ``views`` and ``verify``
-    choose the parts of copy detection (all, as the server runs it; the benchmark's ablation)."""
+    the best hit's measurements and whether it is the query's original. ``views``, ``verify``
+    and ``reach`` choose the parts of copy detection (all, as the server runs it; the
+    benchmark's ablation)."""
     service = SearchService(config)
     await service.start()
     service.copies.views = views
     service.copies.verify = verify and service.copies.verify
+    service.copies.reach = reach
     try:
         indexed = list(data.originals.items()) + list(data.distractors.items())
         for start in range(0, len(indexed), 64):
@@ -224,8 +228,11 @@ def calibrate_bundle(
     views: ViewSet = ALL_VIEWS,
     verify: bool = True,
     pair_precision: float = PAIR_PRECISION,
+    reach: int = REACH,
+    pair_data: CalibrationSet | None = None,
 ) -> CopyCalibration:
-    """Fit and store the bundle's copy calibration; returns it."""
+    """Fit and store the bundle's copy calibration; returns it. ``pair_data``: the duplicate
+    finder's set, if not ``data``."""
     for value in (precision, pair_precision):
         if not 0 < value < 1:
             raise ValueError(f"precision must be between 0 and 1, got {value}")
@@ -233,8 +240,8 @@ def calibrate_bundle(
         raise ValueError("calibration needs at least 4 originals and 2 negative photos")
     with tempfile.TemporaryDirectory(prefix="simclr-calibrate-") as store:
         config = ServiceConfig(bundle=Path(bundle), store=Path(store), tie_break_margin=0.0)
-        measured = asyncio.run(measure(config, data, seed, progress, views, verify))
-        pairs = asyncio.run(measure_pair_set(config, data, seed, progress))
+        measured = asyncio.run(measure(config, data, seed, progress, views, verify, reach))
+        pairs = asyncio.run(measure_pair_set(config, pair_data or data, seed, progress))
     fitted_on = {
         "images": described_as,
         "originals": len(data.originals),
@@ -253,7 +260,8 @@ def calibrate_bundle(
         fitted_on,
     )
     model = dataclasses.replace(
-        model, pairs=fit_pair_decision(pairs, data, pair_precision, seed, described_as)
+        model,
+        pairs=fit_pair_decision(pairs, pair_data or data, pair_precision, seed, described_as),
     )
     model.save(Path(bundle))
     return model

@@ -44,11 +44,13 @@ def test_trim_border_removes_padding_only() -> None:
 
 def test_query_views_start_with_the_stored_view() -> None:
     pixels = _texture(1)
-    views, kinds = query_views(pixels, 32)
+    views, kinds, mirrored = query_views(pixels, 32)
     np.testing.assert_array_equal(views[0], square(pixels, 32))
     assert views.shape[1:] == (32, 32, 3) and len(views) == len(kinds)
     assert (kinds == WHOLE).sum() == 8  # no border: the 8 orientations only
     np.testing.assert_array_equal(views[2], np.rot90(views[0], 1))
+    np.testing.assert_array_equal(views[3], np.rot90(views[0], 1)[:, ::-1])
+    assert mirrored[:8].tolist() == [False, True] * 4 and not mirrored[8:].any()
     bordered = np.asarray(ImageOps.expand(Image.fromarray(pixels), border=40, fill=(255, 255, 255)))
     assert (query_views(bordered, 32)[1] == WHOLE).sum() == 10  # + trimmed, upright and mirrored
 
@@ -65,6 +67,23 @@ def test_local_features_pack_round_trip_and_match_a_crop_not_another_picture() -
     crop = np.ascontiguousarray(a[40:300, 60:400])
     assert extractor.inliers(extractor.extract(crop), (points, descriptors)) >= 20
     assert extractor.inliers(extractor.extract(b), (points, descriptors)) < 10
+
+
+def test_wilson_lower_bound_and_the_threshold_it_gives() -> None:
+    from simclr_search.serving.core.logistic import wilson_lower
+
+    # 90 of 100 at z 1.645, by hand: (0.9 + 0.013530 - 0.051171) / 1.027060 = 0.83963
+    assert float(wilson_lower(np.array(90), np.array(100), 1.645)) == pytest.approx(0.83963, 1e-4)
+    assert float(wilson_lower(np.array(9), np.array(10), 0.0)) == 0.9
+    # 40 right answers, then every 10th wrong: the plain precision stays near 0.9 to the end,
+    # its lower bound only higher up, so the bounded threshold is stricter
+    correct = np.array([1.0] * 40 + [0.0 if i % 10 == 0 else 1.0 for i in range(160)])
+    scores = np.linspace(1, 0, len(correct), endpoint=False)
+    plain = threshold_for_precision(scores, correct, 0.9)
+    bounded = threshold_for_precision(scores, correct, 0.9, 1.645)
+    assert bounded > plain
+    kept = correct[scores >= bounded]
+    assert wilson_lower(kept.sum(), len(kept), 1.645) >= 0.9
 
 
 def test_logistic_fit_and_threshold_against_hand_computed_values() -> None:
@@ -144,3 +163,68 @@ def test_the_server_finds_each_edit_familys_original(tmp_path: Path, loop_thread
             assert len(photo(originals["photo3"], 10**8)) > 0
     finally:
         loop_thread.run(running.stop())
+
+
+def test_exact_cosines_against_a_hand_written_reference() -> None:
+    from simclr_search.serving.core.copy_search import exact_cosines
+    from simclr_search.serving.core.photo_views import WINDOW
+
+    rng = np.random.default_rng(3)
+    views, stored = rng.normal(size=(7, 16)), rng.normal(size=(5, 16))
+    kinds = np.array([WHOLE] * 3 + [WINDOW] * 4)
+    mirrored = np.array([False, True, False, False, False, False, False])
+    whole, window, flipped = exact_cosines(views, kinds, mirrored, stored)
+    for c in range(5):
+        cos = [float(stored[c] @ v / np.linalg.norm(stored[c]) / np.linalg.norm(v)) for v in views]
+        assert whole[c] == pytest.approx(max(cos[:3]), abs=1e-9)
+        assert window[c] == pytest.approx(max(cos[3:]), abs=1e-9)
+        assert flipped[c] == (int(np.argmax(cos[:3])) == 1)
+    only_whole = exact_cosines(views[:3], kinds[:3], mirrored[:3], stored)
+    np.testing.assert_allclose(only_whole[1], only_whole[0])  # no windows: window = whole
+
+
+def test_stored_vectors_leave_out_ids_deleted_since_the_search(tmp_path: Path) -> None:
+    from simclr_search.index.collection import CollectionConfig
+    from simclr_search.index.metadata import NewItem
+    from simclr_search.index.store import Store
+    from simclr_search.serving.core.copy_search import stored_vectors
+
+    collection = Store(tmp_path).create("c", CollectionConfig(dim=4))
+    vectors = np.eye(4, dtype=np.float32)
+    collection.add([NewItem(f"i{n}", vectors[n]) for n in range(3)])
+    collection.delete(["i1"])
+    found = stored_vectors(collection, ["i2", "i1", "i0", "never"])
+    assert sorted(found) == ["i0", "i2"]
+    np.testing.assert_allclose(found["i2"], vectors[2])
+    assert stored_vectors(collection, ["i1"]) == {}
+
+
+def _hit(name: str, pixels: np.ndarray | None) -> object:
+    from simclr_search.index.hits import Hit
+    from simclr_search.serving.core.signature import compose
+    from simclr_search.serving.core.tie_break import SIGNATURE_BYTES
+
+    packed = b""
+    if pixels is not None:
+        packed = local_features.pack(*local_features.LocalFeatures().extract(pixels))
+    return Hit(name, 0.5, "", "", {}, compose(b"\0" * SIGNATURE_BYTES, None, packed))
+
+
+def test_verification_reaches_past_icons_and_weak_candidates_and_stops_when_sure() -> None:
+    """The original ranked below the first VERIFIED candidates that have features is still
+    checked when none of those is a strong match; icons (no features) take no slot; with a strong
+    match among the first, nothing further is checked."""
+    from simclr_search.serving.core import copy_search
+    from simclr_search.serving.core.request_images import Photo
+
+    original = _texture(50, (480, 360))
+    query = Photo(np.ascontiguousarray(original[30:300, 40:420]), original[:32, :32], b"")
+    icons = [_hit(f"icon{i}", None) for i in range(5)]
+    others = [_hit(f"other{i}", _texture(100 + i, (480, 360))) for i in range(copy_search.VERIFIED)]
+    late = [*icons, *others, _hit("original", original)]
+    counts = copy_search._verify(query, late)
+    assert counts[:5] == [0] * 5 and max(counts[5:-1]) < copy_search.STRONG
+    assert counts[-1] >= copy_search.STRONG
+    early = [_hit("original", original), *others, _hit("other-late", _texture(99, (480, 360)))]
+    counts = copy_search._verify(query, early)
+    assert counts[0] >= copy_search.STRONG and counts[-1] == 0  # sure after the first 12
