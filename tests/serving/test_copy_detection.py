@@ -173,9 +173,10 @@ def test_exact_cosines_against_a_hand_written_reference() -> None:
     views, stored = rng.normal(size=(7, 16)), rng.normal(size=(5, 16))
     kinds = np.array([WHOLE] * 3 + [WINDOW] * 4)
     mirrored = np.array([False, True, False, False, False, False, False])
-    whole, window, flipped = exact_cosines(views, kinds, mirrored, stored)
+    whole, window, flipped = exact_cosines(views, kinds, mirrored, stored, turned_penalty=0.1)
     for c in range(5):
         cos = [float(stored[c] @ v / np.linalg.norm(stored[c]) / np.linalg.norm(v)) for v in views]
+        cos[1], cos[2] = cos[1] - 0.1, cos[2] - 0.1  # whole views but the first count 0.1 less
         assert whole[c] == pytest.approx(max(cos[:3]), abs=1e-9)
         assert window[c] == pytest.approx(max(cos[3:]), abs=1e-9)
         assert flipped[c] == (int(np.argmax(cos[:3])) == 1)
