@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import cifar, emit
 from benchmarks.copy_data import photos
 from simclr_search.serving.jobs.indexer import bulk_config, index_local
+from simclr_search.serving.jobs.ray_index import RaySettings
 
 BUNDLE = Path(__file__).resolve().parents[1] / "models" / "compact-cifar10"
 PER_DAY = 100_000_000
@@ -85,7 +86,7 @@ def run_local(library: Path, store: Path) -> tuple[float, float]:
     return report.images_per_s, report.seconds
 
 
-def run_ray(library: Path, store: Path, shards: int) -> tuple[float, float]:
+def run_ray(library: Path, store: Path, shards: int, batch_size: int) -> tuple[float, float]:
     """``(images/s, seconds)`` of ``simclr index --ray`` on the running Ray: the job's whole time,
     its shard and encoder actors' start included."""
     from simclr_search.index.ray_shards import ShardedStore
@@ -93,7 +94,12 @@ def run_ray(library: Path, store: Path, shards: int) -> tuple[float, float]:
 
     shutil.rmtree(store, ignore_errors=True)
     report = index_on_ray(
-        library, BUNDLE, store, "images", RaySettings(address="auto", shards=shards), progress=False
+        library,
+        BUNDLE,
+        store,
+        "images",
+        RaySettings(address="auto", shards=shards, batch_size=batch_size),
+        progress=False,
     )
     assert report.failed == 0, report.summary()
     ShardedStore(store, address="auto").drop("images")  # its shard actors too, before the next run
@@ -106,6 +112,9 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=1000, help="megapixel photos")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument(
+        "--batch-size", type=int, default=RaySettings.batch_size, help="images per Ray batch"
+    )
     parser.add_argument("--quick", action="store_true", help="5,000 images, 100 photos, 1 repeat")
     args = parser.parse_args()
     if args.quick:
@@ -116,7 +125,12 @@ def main() -> None:
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
-    results: dict = {"cores": os.cpu_count(), "shards": args.shards, "libraries": {}}
+    results: dict = {
+        "cores": os.cpu_count(),
+        "shards": args.shards,
+        "batch_size": args.batch_size,
+        "libraries": {},
+    }
     try:
         libraries = {}
         if args.images:
@@ -129,14 +143,16 @@ def main() -> None:
         results["ray_start_s"] = round(time.perf_counter() - started, 2)
         tiny = work / "tiny"
         write_cifar(tiny, 16)
-        ray_fixed = min(run_ray(tiny, work / "store-ray", args.shards)[1] for _ in range(2))
+        ray_fixed = min(
+            run_ray(tiny, work / "store-ray", args.shards, args.batch_size)[1] for _ in range(2)
+        )
         results["ray_job_fixed_s"] = round(ray_fixed, 2)
         print(f"ray job start-up (16 images): {ray_fixed:.1f} s", flush=True)
         for name, (folder, count, megapixels) in libraries.items():
             local, on_ray = [], []
             for repeat in range(args.repeats):
                 local.append(run_local(folder, work / "store-local"))
-                on_ray.append(run_ray(folder, work / "store-ray", args.shards))
+                on_ray.append(run_ray(folder, work / "store-ray", args.shards, args.batch_size))
                 print(
                     f"{name} run {repeat + 1}: local {local[-1][0]:.0f} images/s,"
                     f" ray {on_ray[-1][0]:.0f} images/s",
