@@ -22,7 +22,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from simclr_search.bundle.sources import iter_image_bytes
-from simclr_search.serving.core.service import IndexOutcome, SearchService, ServiceConfig
+from simclr_search.serving.core.service import SearchService, ServiceConfig
+from simclr_search.serving.core.writes import IndexOutcome
 
 
 @dataclass

@@ -22,7 +22,8 @@ from simclr_search.protos.simclr.v1 import search_pb2_grpc as pb_grpc
 from simclr_search.serving.core.copy_search import CopyHit
 from simclr_search.serving.core.dedup import DuplicateGroup, Member
 from simclr_search.serving.core.errors import BadRequest
-from simclr_search.serving.core.service import SearchService, UpsertInput, parse_metadata
+from simclr_search.serving.core.service import SearchService
+from simclr_search.serving.core.writes import UpsertInput, parse_metadata
 from simclr_search.serving.server.status import status_for
 
 log = logging.getLogger(__name__)
