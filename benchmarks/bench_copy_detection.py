@@ -124,7 +124,7 @@ def hash_answers(index: dict[str, bytes], queries, kind: str) -> list:
 class Server:
     """The real server in a background event loop, as a user runs it."""
 
-    def __init__(self, bundle: Path, store: Path) -> None:
+    def __init__(self, bundle: Path, store: Path, copy_detection: bool = True) -> None:
         from simclr_search.serving.core.config import ServiceConfig
         from simclr_search.serving.server.app import start_server
         from simclr_search.serving.server.settings import ServerOptions
@@ -133,7 +133,7 @@ class Server:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.store = store
-        config = ServiceConfig(bundle=bundle, store=store)
+        config = ServiceConfig(bundle=bundle, store=store, copy_detection=copy_detection)
         options = ServerOptions(address="127.0.0.1:0", metrics_port=0, http_port=0)
         self.running = self._run(start_server(config, options))
         self.address = f"127.0.0.1:{self.running.port}"
@@ -224,12 +224,13 @@ def main(args: argparse.Namespace) -> dict:
                 result.update(speed(client, server, images, originals, negatives, args.quick))
         finally:
             server.stop()
-        server = Server(args.bundle, Path(tmp) / "cifar-store")
-        try:
-            with Client(server.address) as client:
-                result["cifar"] = cifar_edits(client, 2000 if args.quick else 10_000, args.quick)
-        finally:
-            server.stop()
+        for key, copies in (("cifar", True), ("cifar_plain_search", False)):
+            server = Server(args.bundle, Path(tmp) / f"{key}-store", copy_detection=copies)
+            try:
+                with Client(server.address) as client:
+                    result[key] = cifar_edits(client, 2000 if args.quick else 10_000, args.quick)
+            finally:
+                server.stop()
     for kind in ("phash", "pdq"):
         result[kind] = evaluate(hash_answers(index, queries, kind))
     return result
@@ -237,7 +238,9 @@ def main(args: argparse.Namespace) -> dict:
 
 def cifar_edits(client, count: int, quick: bool) -> dict:
     """The project's CIFAR-10 search benchmark's 7 edits (``bench_search_quality.py``), through
-    this server's search by image (copy detection on): top-1 per edit over ``count`` indexed."""
+    this server's search by image: top-1 per edit over ``count`` indexed. Run with copy detection
+    on (the default) and off (``--no-copy-detection``, the plain nearest neighbours the server
+    served before), on the same queries."""
     from benchmarks.bench_search_quality import EDITS, edit
 
     library = cifar_images("test", count, SEED + 7)

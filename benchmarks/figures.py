@@ -202,6 +202,13 @@ FIGURES: list[Figure] = [
             f"mean {r['cifar']['mean_top1']:.4f}; "
             + _per_edit(r["cifar"]["top1"])
             + f" ({r['cifar']['queries_per_edit']} queries per edit over {r['cifar']['indexed']:,})"
+            + (
+                f"; with copy detection off, the same queries: mean "
+                f"{r['cifar_plain_search']['mean_top1']:.4f}; "
+                + _per_edit(r["cifar_plain_search"]["top1"])
+                if "cifar_plain_search" in r
+                else ""
+            )
             if "cifar" in r
             else "not measured"
         ),
