@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,9 @@ STRONG = 20
 REACH = 48
 #: Fewer inliers than this and the query's mirror image is matched too.
 MIRROR_BELOW = 12
+#: Threads one query's candidates are matched on (shared by all queries of the process).
+MATCH_THREADS = 2
+_MATCHERS = ThreadPoolExecutor(MATCH_THREADS, thread_name_prefix="simclr-verify")
 #: Whole views other than the stored one (turned, mirrored, trimmed) count this much less: an
 #: upright copy is the common case, and among thousands of icons a turned view of the query
 #: otherwise finds a stranger that happens to look like it (chosen on CIFAR-10 train images).
@@ -127,6 +131,24 @@ def _verifiable(hit: Hit) -> tuple[np.ndarray, np.ndarray] | None:
     return features
 
 
+def _match_all(
+    extractor: local_features.LocalFeatures,
+    query: tuple[np.ndarray, np.ndarray],
+    jobs: list[tuple[int, tuple[np.ndarray, np.ndarray]]],
+) -> list[tuple[int, int]]:
+    """``(position, inliers)`` of ``query`` against each job's stored features, split over the
+    :data:`MATCH_THREADS` verification threads (matching releases the GIL: a lone query's
+    verification then takes the machine's cores instead of one)."""
+    if len(jobs) < 2 * MATCH_THREADS:
+        return [(i, extractor.inliers(query, f)) for i, f in jobs]
+
+    def part(share: list[tuple[int, tuple[np.ndarray, np.ndarray]]]) -> list[tuple[int, int]]:
+        return [(i, extractor.inliers(query, f)) for i, f in share]
+
+    futures = [_MATCHERS.submit(part, jobs[k::MATCH_THREADS]) for k in range(MATCH_THREADS)]
+    return [pair for future in futures for pair in future.result()]
+
+
 def _verify(
     query: Photo, candidates: list[Hit], mirrored: list[bool] | None = None, reach: int = REACH
 ) -> list[int]:
@@ -153,16 +175,18 @@ def _verify(
             )
         return sides[mirror]
 
-    for n, (i, features) in enumerate(usable[: max(reach, VERIFIED)]):
-        if n < VERIFIED:
-            count = extractor.inliers(side(False), features)
-            if count < MIRROR_BELOW:  # a mirrored copy matches its original's mirror image
-                count = max(count, extractor.inliers(side(True), features))
-        elif max(counts) >= STRONG:
-            break
-        else:
-            count = extractor.inliers(side(bool(mirrored and mirrored[i])), features)
+    first, deep = usable[:VERIFIED], usable[VERIFIED : max(reach, VERIFIED)]
+    for i, count in _match_all(extractor, side(False), first):
         counts[i] = count
+    weak = [(i, f) for i, f in first if counts[i] < MIRROR_BELOW]
+    if weak:  # a mirrored copy matches its original's mirror image
+        for i, count in _match_all(extractor, side(True), weak):
+            counts[i] = max(counts[i], count)
+    if deep and max(counts) < STRONG:
+        for flip in (False, True):
+            group = [(i, f) for i, f in deep if bool(mirrored and mirrored[i]) == flip]
+            for i, count in _match_all(extractor, side(flip), group) if group else []:
+                counts[i] = count
     return counts
 
 

@@ -96,6 +96,10 @@ class LocalFeatures:
         (q_points, q_desc), (s_points, s_desc) = query, stored
         if len(q_desc) < MIN_MATCHES or len(s_desc) < MIN_MATCHES:
             return 0, 0.0
+        # One OpenMP thread for this search, set for the calling thread only (OpenMP keeps the
+        # setting per thread): waking a team of threads costs about ten times the search itself,
+        # and the store's own FAISS searches in other threads keep their configured count.
+        self._faiss.omp_set_num_threads(1)
         index = self._faiss.IndexBinaryFlat(_BITS)
         index.add(np.ascontiguousarray(s_desc))
         distance, nearest = index.search(np.ascontiguousarray(q_desc), 2)
