@@ -139,12 +139,12 @@ def _match_all(
     """``(position, inliers)`` of ``query`` against each job's stored features, split over the
     :data:`MATCH_THREADS` verification threads (matching releases the GIL: a lone query's
     verification then takes the machine's cores instead of one)."""
-    if len(jobs) < 2 * MATCH_THREADS:
-        return [(i, extractor.inliers(query, f)) for i, f in jobs]
 
     def part(share: list[tuple[int, tuple[np.ndarray, np.ndarray]]]) -> list[tuple[int, int]]:
         return [(i, extractor.inliers(query, f)) for i, f in share]
 
+    if len(jobs) < 2 * MATCH_THREADS:  # not worth a hand-off
+        return part(jobs)
     futures = [_MATCHERS.submit(part, jobs[k::MATCH_THREADS]) for k in range(MATCH_THREADS)]
     return [pair for future in futures for pair in future.result()]
 

@@ -2,11 +2,11 @@
 
 Why: a global embedding says two pictures look alike; a copy shares the same *points* in the same
 arrangement. Matching binary ORB descriptors (Rublee et al. 2011) between the query and a candidate
-(nearest two by Hamming distance with faiss's binary index, about twice as fast as OpenCV's brute
-force matcher here, same matches) and counting the matches that one similarity transform explains (RANSAC, Fischler & Bolles 1981)
-tells a crop, an overlay or an inset of a photo from a different photo of a similar scene, which
-the embedding cannot. Only the top candidates of the embedding search are checked, so the cost per
-query stays a few milliseconds per candidate.
+(the nearest two by Hamming distance with faiss's binary index: the same matches as OpenCV's brute
+force matcher, about twice as fast here) and counting the matches that one similarity transform
+explains (RANSAC, Fischler & Bolles 1981) tells a crop, an overlay or an inset of a photo from a
+different photo of a similar scene, which the embedding cannot. Only the top candidates of the
+embedding search are checked, so the cost per query stays a few milliseconds per candidate.
 
 Storage: :func:`pack` makes an opaque blob (version byte, count, float16 ``(x, y)`` positions at
 :data:`serving.core.photo_views.PHOTO_SIDE`, 32-byte descriptors) that the index keeps beside the
