@@ -12,6 +12,7 @@ Archives are read sequentially (gzip allows nothing else), so the unit this modu
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import tarfile
@@ -130,15 +131,24 @@ def _read_file(path: str, skipped: list[tuple[str, str]]) -> bytes | None:
         return None
 
 
+def iter_archive_bytes(
+    uri: str, data: bytes, skipped: list[tuple[str, str]]
+) -> Iterator[tuple[ImageRecord, bytes]]:
+    """The images of an archive already read into memory (from an object store, where it is read
+    whole: keep such archives to WebDataset-sized shards), as from a file; uris ``uri::member``."""
+    yield from _iter_archive(uri, skipped, data)
+
+
 def _iter_archive(
-    path: Path, skipped: list[tuple[str, str]]
+    path: Path | str, skipped: list[tuple[str, str]], data: bytes | None = None
 ) -> Iterator[tuple[ImageRecord, bytes]]:
     """Plain and gzip tars through ``bundle.tar_reader`` (a few us a member); anything else, and
-    tars whose first header it cannot read, through ``tarfile`` (which also reads bz2 and xz)."""
+    tars whose first header it cannot read, through ``tarfile`` (which also reads bz2 and xz).
+    ``data``: the archive's bytes, when they are not in the file ``path`` names."""
     try:
-        stream = open_tar(path)
+        stream = open_tar(Path(path) if data is None else io.BytesIO(data))
     except NotSimpleTar:
-        yield from _iter_archive_tarfile(path, skipped)
+        yield from _iter_archive_tarfile(path, skipped, data)
         return
     except OSError as exc:
         skipped.append((str(path), f"unreadable archive: {exc}"))
@@ -161,10 +171,15 @@ def _iter_archive(
 
 
 def _iter_archive_tarfile(
-    path: Path, skipped: list[tuple[str, str]]
+    path: Path | str, skipped: list[tuple[str, str]], data: bytes | None = None
 ) -> Iterator[tuple[ImageRecord, bytes]]:
     try:
-        archive = tarfile.open(path, mode="r:*")  # noqa: SIM115 (closed by the with below)
+        # closed by the with below
+        archive = (
+            tarfile.open(path, mode="r:*")  # noqa: SIM115
+            if data is None
+            else tarfile.open(fileobj=io.BytesIO(data), mode="r:*")  # noqa: SIM115
+        )
     except (*READ_ERRORS, tarfile.TarError) as exc:  # a gzip cut short raises EOFError here
         skipped.append((str(path), f"unreadable archive: {exc}"))
         return

@@ -111,10 +111,11 @@ class _Chunks:
             n -= step
 
 
-def open_tar(path: Path) -> BinaryIO:
-    """The decompressed stream of ``path``; :class:`NotSimpleTar` unless it is a plain or gzip tar
-    whose first header checks out (then ``tarfile`` decides what it is)."""
-    raw = open(path, "rb")  # noqa: SIM115 (returned, or closed below)
+def open_tar(source: Path | BinaryIO) -> BinaryIO:
+    """The decompressed stream of ``source`` (a path, or a seekable binary stream such as an
+    archive read whole from an object store); :class:`NotSimpleTar` unless it is a plain or gzip
+    tar whose first header checks out (then ``tarfile`` decides what it is)."""
+    raw = source if hasattr(source, "read") else open(source, "rb")  # noqa: SIM115 (returned)
     try:
         try:
             stream: BinaryIO = gzip.GzipFile(fileobj=raw) if raw.read(2) == GZIP_MAGIC else raw
@@ -126,7 +127,7 @@ def open_tar(path: Path) -> BinaryIO:
         except READ_ERRORS:  # a damaged gzip stream: tarfile will say what is wrong with it
             simple = False
         if not simple:
-            raise NotSimpleTar(f"{path}: not a plain or gzip tar archive")
+            raise NotSimpleTar(f"{source}: not a plain or gzip tar archive")
     except BaseException:
         raw.close()
         raise

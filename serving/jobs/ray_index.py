@@ -3,7 +3,8 @@
 The same reader -> mapper -> writer as :mod:`serving.jobs.indexer`, spread over a cluster:
 
 * read + prepare (Ray tasks, fused by Ray Data into one stage): the library's files (local folders
-  and archives listed here, read on the workers; object-store URIs through Ray's own reader), the
+  and archives listed here, read on the workers; object-store URIs, archives among them, through
+  Ray's own reader, which reads each file whole: keep archives there to WebDataset-sized shards), the
   content hash, the resume check against the shards (a hash already stored is skipped), the decode to
   model pixels and the stored signature (thumbnail and local features), with a failure per bad image;
 * embed + write (Ray actors, each with one ONNX Runtime session; one GPU each where the cluster has
@@ -28,7 +29,13 @@ from tqdm import tqdm
 from simclr_search.bundle.manifest import load_manifest
 from simclr_search.bundle.preprocess import normalize
 from simclr_search.bundle.runtime import Encoder
-from simclr_search.bundle.sources import IMAGE_EXTENSIONS, iter_image_bytes, list_source_files
+from simclr_search.bundle.sources import (
+    ARCHIVE_SUFFIXES,
+    IMAGE_EXTENSIONS,
+    iter_archive_bytes,
+    iter_image_bytes,
+    list_source_files,
+)
 from simclr_search.index.checks import check_ids, check_uri
 from simclr_search.index.collection import CollectionConfig
 from simclr_search.index.errors import InvalidArgument
@@ -77,17 +84,29 @@ def _read_sources(batch: dict[str, np.ndarray], root: str) -> dict[str, Any]:
 
 
 def _from_binary(batch: dict[str, np.ndarray], root: str) -> dict[str, Any]:
-    """Ray's ``read_binary_files`` rows (``bytes``, ``path``) -> our reader's rows. Ray gives paths
-    without the scheme (``bucket/key`` for ``s3://bucket/key``); the uri keeps it, the id is the
-    path below ``root``."""
+    """Ray's ``read_binary_files`` rows (``bytes``, ``path``) -> our reader's rows, an archive's
+    members one row each (``archive::member``, as for local archives). Ray gives paths without
+    the scheme (``bucket/key`` for ``s3://bucket/key``); the uri keeps it, the id is the path below
+    ``root``."""
     scheme, _, below = root.partition("://")
-    paths = [str(p) for p in batch["path"]]
-    return {
-        "id": np.array([library_id(below.rstrip("/"), p) for p in paths], dtype=object),
-        "uri": np.array([f"{scheme}://{p}" for p in paths], dtype=object),
-        "data": np.array(list(batch["bytes"]), dtype=object),
-        "error": np.array([""] * len(paths), dtype=object),
-    }
+    rows: dict[str, list] = {"id": [], "uri": [], "data": [], "error": []}
+
+    def add(path: str, data: bytes, error: str = "") -> None:
+        rows["id"].append(library_id(below.rstrip("/"), path) if not error else "")
+        rows["uri"].append(f"{scheme}://{path}")
+        rows["data"].append(data)
+        rows["error"].append(error)
+
+    for path, data in zip((str(p) for p in batch["path"]), batch["bytes"], strict=True):
+        if not path.lower().endswith(ARCHIVE_SUFFIXES):
+            add(path, data)
+            continue
+        skipped: list[tuple[str, str]] = []
+        for record, member in iter_archive_bytes(path, data, skipped):
+            add(record.uri, member)
+        for uri, reason in skipped:
+            add(uri, b"", f"unreadable: {reason}")
+    return {key: np.array(values, dtype=object) for key, values in rows.items()}
 
 
 def _prepare(
@@ -179,7 +198,7 @@ def _sources(folder: str, parallel: int) -> ray.data.Dataset:
     """The library as a dataset of image rows (``id``, ``uri``, ``data``, ``error``), in at least
     ``parallel`` blocks where there are that many sources (a block is one task's work)."""
     if "://" in folder:  # an object store or other filesystem Ray reads (s3://, gs://, ...)
-        extensions = sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+        extensions = sorted(e.lstrip(".") for e in (*IMAGE_EXTENSIONS, *ARCHIVE_SUFFIXES))
         files = ray.data.read_binary_files(
             folder,
             include_paths=True,

@@ -11,6 +11,7 @@ that it is not available there.
 from __future__ import annotations
 
 import asyncio
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -92,18 +93,36 @@ def test_ray_index_matches_one_local_collection(cluster, library: Path, tmp_path
 
 
 def test_ray_reads_uris_through_its_own_filesystems(cluster, tmp_path: Path) -> None:
+    """A file:// URI (the path Ray's readers take for s3:// and gs://) with images and an archive,
+    whose members are indexed one by one (ids and uris ``archive::member``, as locally), and a
+    broken archive, reported as unreadable as locally."""
     library = make_library(tmp_path / "library", per_class=3)
-    uri = library.resolve().as_uri()  # file:///...: the path Ray's readers take for s3:// and gs://
+    extra = make_library(tmp_path / "extra", per_class=1, seed=5)
+    with tarfile.open(library / "more.tar", "w") as tar:
+        for folder in sorted(extra.iterdir()):
+            tar.add(folder, arcname=folder.name)
+    (library / "broken.tar").write_bytes(b"not an archive " * 100)  # reported, not fatal
+    uri = library.resolve().as_uri()
     report = index_on_ray(
         uri, BUNDLE, tmp_path / "store", "images", _settings(cluster), progress=False
     )
-    assert (report.indexed, report.failed) == (9, 0)
+    assert (report.indexed, report.failed, report.unreadable) == (12, 0, 1)
+    assert "broken.tar" in report.failures[0][0]
     store = ShardedStore(tmp_path / "store", address=cluster.address)
     try:
-        item = store.get("images").get(["square/001.png"])[0]
+        item, member = store.get("images").get(["square/001.png", "more.tar::square/000.jpg"])
         assert item.uri == (library / "square" / "001.png").resolve().as_uri()
+        assert member.uri == (library / "more.tar").resolve().as_uri() + "::square/000.jpg"
     finally:
         store.close()
+    local = asyncio.run(
+        index_local(library, bulk_config(BUNDLE, tmp_path / "local", cores=1), progress=False)
+    )
+    assert (local.indexed, local.unreadable) == (12, 1)
+    with Collection.open(tmp_path / "local" / "images") as single:  # the same id for the member
+        np.testing.assert_allclose(
+            single.get(["more.tar::square/000.jpg"])[0].vector, member.vector, atol=1e-5
+        )
 
 
 def test_killed_shard_actor_loses_nothing_acknowledged(cluster, tmp_path: Path) -> None:
