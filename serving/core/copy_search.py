@@ -185,7 +185,9 @@ def _verify(
     if deep and max(counts) < STRONG:
         for flip in (False, True):
             group = [(i, f) for i, f in deep if bool(mirrored and mirrored[i]) == flip]
-            for i, count in _match_all(extractor, side(flip), group) if group else []:
+            if not group:  # no need for that side's keypoints
+                continue
+            for i, count in _match_all(extractor, side(flip), group):
                 counts[i] = count
     return counts
 
