@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from simclr_search.bundle.preprocess import DESCRIPTOR_POLICY
 from simclr_search.files import atomic_write
 
 FORMAT_VERSION = 1
@@ -156,8 +157,9 @@ class Manifest:
     @property
     def embedding_space(self) -> str:
         """Which vectors this bundle's encoder makes: its file's checksum (whitening is baked in), so
-        a new version that changes only the denoiser or decoder keeps the stores built with the last."""
-        return f"encoder sha256 {self.encoder_sha256[:16]}"
+        a new version that changes only the denoiser or decoder keeps the stores built with the
+        last, and how a picture becomes one vector (``preprocess.DESCRIPTOR_POLICY``)."""
+        return f"encoder sha256 {self.encoder_sha256[:16]}, {DESCRIPTOR_POLICY}"
 
     @property
     def normalized(self) -> bool:

@@ -2,12 +2,24 @@
 
 ``decode_square`` turns encoded bytes (decoded upright by :mod:`bundle.decode`) into
 ``size x size`` RGB uint8: the shorter side is resized to ``size`` (bicubic) and the centre is
-cropped. Training decodes its library this way (the decoded-image cache); the served encoder gets exactly the same pixels through
-:func:`encoder_input`, with the mean and std that the bundle's manifest records. numpy and Pillow
-only: the server imports this without torch.
+cropped. Training decodes its library this way (the decoded-image cache, random crops of which the
+encoder learns from); the encoder sees these pixels through :func:`encoder_input`, with the mean
+and std that the bundle's manifest records.
+
+What the server stores and searches with is a descriptor of the *whole* picture:
+``decode_tiles`` cuts the resized picture into :func:`tile_count` squares spread evenly along its
+longer side (one, the centre, for a square-ish picture; two for 4:3 to 2:1), and
+:func:`pool_tiles` averages their embeddings and renormalises. So the sides of a landscape photo
+count, without squashing it (the encoder learned undistorted crops). Pooling regional embeddings
+into one global vector is R-MAC's aggregation (Tolias et al. 2016, "Particular object retrieval
+with integral max-pooling of CNN activations"); which policy was chosen, measured, is in
+docs/experiments.md. numpy and Pillow only: the server imports this without torch.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -28,19 +40,82 @@ except ImportError:  # optional: Pillow decodes everything, the same pixels, onl
 
 __all__ = [
     "ALLOWED_FORMATS",
+    "DESCRIPTOR_POLICY",
     "FORMAT_NAMES",
     "MAX_PIXELS",
     "RESIZE_POLICY",
     "ImageDecodeError",
     "decode_full",
     "decode_square",
+    "decode_tiles",
     "encoder_input",
     "fast_jpeg",
     "normalize",
+    "pool_tiles",
+    "square_tiles",
+    "tile_count",
 ]
 
 #: The resize policy :func:`decode_square` implements, as the manifest names it.
 RESIZE_POLICY = "shorter-side-bicubic-center-crop"
+#: The stored descriptor's policy (:func:`decode_tiles` + :func:`pool_tiles`): part of the
+#: embedding space a collection records, so a store built another way is refused, not mixed.
+DESCRIPTOR_POLICY = "shorter-side-bicubic-square-tiles-mean"
+#: Most squares one picture is cut into (a panorama wider than this many squares is sampled).
+MAX_TILES = 4
+#: How far past a whole number of squares the longer side may reach before another is cut.
+TILE_SLACK = 0.15
+
+
+def tile_count(width: int, height: int) -> int:
+    """Squares that cover a ``width x height`` picture along its longer side: 1 up to an aspect
+    ratio of 1.15, 2 up to 2.15, ... at most :data:`MAX_TILES`."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"a picture needs positive sides, got {width}x{height}")
+    ratio = max(width, height) / min(width, height)
+    return min(MAX_TILES, max(1, math.ceil(ratio - TILE_SLACK)))
+
+
+def square_tiles(image: Image.Image, size: int) -> np.ndarray:
+    """``image`` -> ``(T, size, size, 3)`` uint8: the shorter side resized to ``size`` (bicubic),
+    then :func:`tile_count` squares at evenly spaced offsets along the longer side, the first at
+    its start and the last at its end (one square: the centre, :func:`decode_square`'s crop)."""
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    scale = size / min(image.size)
+    new_w = max(size, round(image.size[0] * scale))
+    new_h = max(size, round(image.size[1] * scale))
+    if (new_w, new_h) != image.size:
+        image = image.resize((new_w, new_h), Image.BICUBIC, reducing_gap=3.0)
+    pixels = np.asarray(image, dtype=np.uint8)
+    count = tile_count(new_w, new_h)
+    if count == 1:
+        left, top = (new_w - size) // 2, (new_h - size) // 2
+        return pixels[None, top : top + size, left : left + size]
+    offsets = np.linspace(0, max(new_w, new_h) - size, count).round().astype(int)
+    if new_w >= new_h:
+        return np.stack([pixels[:size, o : o + size] for o in offsets])
+    return np.stack([pixels[o : o + size, :size] for o in offsets])
+
+
+def pool_tiles(vectors: np.ndarray, counts: Sequence[int], normalized: bool = True) -> np.ndarray:
+    """``(sum(counts), D)`` tile embeddings -> ``(len(counts), D)``: each picture's ``counts[i]``
+    consecutive rows averaged (and L2-normalised again when the embeddings are). A picture of one
+    tile keeps its row bit for bit."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.ndim != 1 or (counts <= 0).any() or counts.sum() != len(vectors):
+        raise ValueError(f"{len(vectors)} rows do not split into tiles of {counts.tolist()}")
+    if (counts == 1).all():
+        return vectors
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pooled = np.add.reduceat(np.asarray(vectors, dtype=np.float32), starts, axis=0)
+    pooled /= counts[:, None].astype(np.float32)
+    if normalized:
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        pooled /= np.maximum(norms, 1e-12)
+    single = counts == 1
+    pooled[single] = vectors[starts[single]]
+    return pooled
 
 
 def fast_jpeg(data: bytes, max_pixels: int, size: int = 0) -> np.ndarray | None:
@@ -100,6 +175,21 @@ def decode_square(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> np.nd
     top = (new_h - size) // 2
     image = image.crop((left, top, left + size, top + size))
     return np.asarray(image, dtype=np.uint8)
+
+
+def decode_tiles(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode ``data`` to its :func:`square_tiles`, ``(T, size, size, 3)`` uint8.
+
+    Raises:
+        ImageDecodeError: empty, truncated, unsupported or oversized images.
+    """
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    fast = fast_jpeg(data, max_pixels, size)
+    if fast is not None and fast.shape[:2] == (size, size):
+        return fast[None]  # already the model's size (a thumbnail library): nothing to resize
+    image = Image.fromarray(fast) if fast is not None else decode_rgb(data, max_pixels, size)
+    return square_tiles(image, size)
 
 
 def normalize(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:

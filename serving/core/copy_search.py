@@ -1,7 +1,8 @@
 """Search by image as copy detection: the query's views, the index, verification, a calibrated answer.
 
 1. The query photo is decoded once (``request_images.Photo``) and cut into views
-   (``photo_views.query_views``: orientations, border-trimmed, windows), embedded in one batch.
+   (``photo_views.query_views``: orientations, border-trimmed, windows), embedded in one batch
+   (a whole view's tiles pooled into one vector, as stored images are).
 2. Each view's nearest stored images are fetched. The :data:`POOL` best of them by any view get
    their exact best whole-picture and best window cosine over *all* the views from their stored
    vectors: an image only a window found still has a real whole-picture cosine, not a gap.
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from simclr_search.bundle.preprocess import pool_tiles
 from simclr_search.index.errors import NotFound
 from simclr_search.index.hits import Hit
 from simclr_search.serving.core import local_features
@@ -236,10 +238,10 @@ class CopySearch:
         result = (await self.requests.decode_photos([image], with_features=False))[0]
         if isinstance(result, Exception):
             raise result
-        views, kinds, mirrored = await self.requests.run(
-            query_views, result.pixels, self.requests.size, self.views
-        )
-        embedded = np.asarray(await self.embed(views), dtype=np.float32)
+        views = await self.requests.run(query_views, result.pixels, self.requests.size, self.views)
+        squares = np.asarray(await self.embed(views.squares), dtype=np.float32)
+        embedded = pool_tiles(squares, views.counts)  # (V, D), one row per view
+        kinds, mirrored = views.kinds, views.mirrored
         pool = _pool(await search(embedded, max(PER_VIEW, k)), max(POOL, k))
         stored = await vectors([h.external_id for h in pool])
         pool = [h for h in pool if h.external_id in stored]  # deleted meanwhile: left out
@@ -271,7 +273,7 @@ class CopySearch:
             for hit, w, v, n, p in zip(pool, whole, window, inliers, probability, strict=True)
         ]
         hits.sort(key=lambda h: (-h.copy_probability, -h.hit.score))
-        return self._near_ties(hits, signatures(views[:1])[0])[:k]
+        return self._near_ties(hits, signatures(views.thumbnail_square)[0])[:k]
 
     def _near_ties(self, hits: list[CopyHit], thumbnail: bytes) -> list[CopyHit]:
         """Hits whose probabilities tie with the best (within :data:`PROBABILITY_TIE`; all of them

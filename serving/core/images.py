@@ -16,7 +16,7 @@ from simclr_search.bundle.preprocess import (
     FORMAT_NAMES,
     ImageDecodeError,
     decode_full,
-    decode_square,
+    decode_tiles,
 )
 from simclr_search.serving.core.errors import InvalidImage
 from simclr_search.serving.core.photo_views import photo
@@ -29,8 +29,10 @@ class ImageLimits:
 
 
 def decode_for_model(data: bytes, size: int, limits: ImageLimits) -> np.ndarray:
-    """Encoded bytes -> ``(size, size, 3)`` uint8, or :class:`InvalidImage` with a reason a person can act on."""
-    return _checked(lambda: decode_square(data, size, limits.max_pixels), data, limits)
+    """Encoded bytes -> ``(T, size, size, 3)`` uint8, the squares whose pooled embeddings are the
+    picture's vector (``bundle.preprocess.decode_tiles``), or :class:`InvalidImage` with a
+    reason a person can act on."""
+    return _checked(lambda: decode_tiles(data, size, limits.max_pixels), data, limits)
 
 
 def decode_photo(data: bytes, limits: ImageLimits) -> np.ndarray:

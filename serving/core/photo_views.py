@@ -1,9 +1,9 @@
 """A photo, decoded once, and the views of it that copy detection embeds.
 
-Why views: the global embedding of one whole-picture crop (what the encoder was trained on) misses
-the edits people make before reposting a photo (Douze et al. 2021, DISC21): a quarter turn, a
-border, the photo inset in a screenshot. Rather than retrain, the query is embedded as several
-views and each stored image is scored by its best view (cheap: the encoder sees 32 px squares):
+Why views: the global embedding of the whole picture misses the edits people make before
+reposting a photo (Douze et al. 2021, DISC21): a quarter turn, a border, the photo inset in a
+screenshot. Rather than retrain, the query is embedded as several views and each stored image is
+scored by its best view (cheap: the encoder sees 32 px squares):
 
 * the whole picture in the 8 orientations of the square (4 quarter turns, each mirrored);
 * the same after trimming uniform borders (:func:`trim_border`), upright and mirrored, when there
@@ -11,9 +11,11 @@ views and each stored image is scored by its best view (cheap: the encoder sees 
 * windows of 50% and 70% of each side on a 3 x 3 grid, for a photo that is only part of the query
   (an inset, a meme template).
 
-Stored images are embedded as one view, the whole picture (:func:`square` of :func:`photo`), so
-indexing costs what it did; ``serving/core/copy_scores.py`` turns the views' best scores and a
-local-feature check into a calibrated answer.
+A picture, stored or a whole view of the query, is embedded as its :func:`tiles`: the squares that
+cover it along its longer side, whose embeddings are pooled into one vector
+(``bundle.preprocess.pool_tiles``), so the sides of a landscape photo count. Windows are parts
+already and are embedded as one square each. ``serving/core/copy_scores.py`` turns the views' best
+scores and a local-feature check into a calibrated answer.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from simclr_search.bundle.decode import ImageDecodeError, decode_rgb
-from simclr_search.bundle.preprocess import fast_jpeg
+from simclr_search.bundle.preprocess import fast_jpeg, square_tiles
 
 #: The longer side photos are analysed at (local features, views): enough for ORB's 8 scales.
 PHOTO_SIDE = 640
@@ -69,6 +71,20 @@ def square(pixels: np.ndarray, size: int) -> np.ndarray:
         image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def tiles(pixels: np.ndarray, size: int) -> np.ndarray:
+    """``(H, W, 3)`` -> ``(T, size, size, 3)``: the squares a picture is stored as
+    (``bundle.preprocess.square_tiles``)."""
+    if pixels.shape[:2] == (size, size):
+        return pixels[None]
+    return square_tiles(Image.fromarray(pixels), size)
+
+
+def middle(squares: np.ndarray) -> np.ndarray:
+    """The middle one of a picture's tiles ``(T, S, S, 3)`` (the first of the two middle ones):
+    the square its 8 x 8 tie-break thumbnail is taken from (the centre of a square picture)."""
+    return squares[(len(squares) - 1) // 2]
 
 
 def trim_border(pixels: np.ndarray, tolerance: float = BORDER_TOLERANCE) -> np.ndarray:
@@ -127,34 +143,57 @@ class ViewSet:
 ALL_VIEWS = ViewSet()
 
 
-def query_views(
-    pixels: np.ndarray, size: int, parts: ViewSet = ALL_VIEWS
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The views of a query photo: ``(n, size, size, 3)`` uint8 squares (the first is the stored
-    images' own view, exactly), ``(n,)`` their kinds, :data:`WHOLE` or :data:`WINDOW`, and
-    ``(n,)`` whether each is mirrored.
+@dataclass(frozen=True)
+class QueryViews:
+    """A query's views, as the encoder gets them.
+
+    ``squares`` ``(N, S, S, 3)`` uint8, view after view; view ``v`` is ``counts[v]`` consecutive
+    squares whose embeddings are pooled (``bundle.preprocess.pool_tiles``). The first view is the
+    stored images' own, exactly. ``kinds`` ``(V,)`` is :data:`WHOLE` or :data:`WINDOW`,
+    ``mirrored`` ``(V,)`` whether the view is a mirror image.
+    """
+
+    squares: np.ndarray
+    counts: np.ndarray
+    kinds: np.ndarray
+    mirrored: np.ndarray
+
+    @property
+    def thumbnail_square(self) -> np.ndarray:
+        """``(1, S, S, 3)``: the first view's :func:`middle` tile, for the thumbnail tie-break."""
+        return middle(self.squares[: self.counts[0]])[None]
+
+
+def query_views(pixels: np.ndarray, size: int, parts: ViewSet = ALL_VIEWS) -> QueryViews:
+    """The views of a query photo (:class:`QueryViews`).
 
     The whole picture in 8 orientations; trimmed of borders (if any) upright and mirrored; windows
     upright. A picture under 2 ``size`` on its shorter side (an icon) gets the orientations only.
     All but the first come from a copy 4 ``size`` on its shorter side, which keeps the views'
     detail and makes them ~20x cheaper to cut and resize than from the full photo.
     """
-    stored = square(pixels, size)
-    whole = _dihedral(stored) if parts.orientations else [stored]
+    stored = tiles(pixels, size)
+    whole = [np.stack(turned) for turned in zip(*map(_dihedral, stored), strict=True)]
+    if not parts.orientations:
+        whole = whole[:1]
     mirrored = [i % 2 == 1 for i in range(len(whole))]  # _dihedral: upright, mirrored, ...
     if min(pixels.shape[:2]) >= 2 * size:  # an icon's windows would be a few pixels, enlarged
         small = _shrink(pixels, 4 * size)
         trimmed = trim_border(small) if parts.trimmed else small
         if trimmed.shape != small.shape:
-            view = square(trimmed, size)
-            whole += [view, view[:, ::-1]]
+            view = tiles(trimmed, size)
+            whole += [view, view[:, :, ::-1]]
             mirrored += [False, True]
-        cut = [square(part, size) for part in windows(trimmed)] if parts.windows else []
+        cut = [square(part, size)[None] for part in windows(trimmed)] if parts.windows else []
     else:
         cut = []
-    views = np.ascontiguousarray(np.stack(whole + cut))
-    kinds = np.array([WHOLE] * len(whole) + [WINDOW] * len(cut), dtype=np.int8)
-    return views, kinds, np.array(mirrored + [False] * len(cut))
+    groups = whole + cut
+    return QueryViews(
+        np.ascontiguousarray(np.concatenate(groups)),
+        np.array([len(g) for g in groups], dtype=np.int64),
+        np.array([WHOLE] * len(whole) + [WINDOW] * len(cut), dtype=np.int8),
+        np.array(mirrored + [False] * len(cut)),
+    )
 
 
 def _shrink(pixels: np.ndarray, shorter: int) -> np.ndarray:
@@ -174,9 +213,12 @@ __all__ = [
     "WHOLE",
     "WINDOW",
     "ImageDecodeError",
+    "QueryViews",
+    "middle",
     "photo",
     "query_views",
     "square",
+    "tiles",
     "trim_border",
     "windows",
 ]

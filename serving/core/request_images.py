@@ -20,7 +20,7 @@ from simclr_search.bundle.decode import ImageDecodeError, header_facts
 from simclr_search.serving.core import local_features
 from simclr_search.serving.core.errors import BadRequest, InvalidImage
 from simclr_search.serving.core.images import ImageLimits, decode_for_model, decode_photo
-from simclr_search.serving.core.photo_views import square
+from simclr_search.serving.core.photo_views import middle, tiles
 from simclr_search.serving.core.signature import PhotoFacts, compose
 from simclr_search.serving.core.tie_break import signatures
 
@@ -31,7 +31,8 @@ INLINE_DECODE_PIXELS = 128 * 128
 def decode_chunk(
     images: list[bytes], size: int, limits: ImageLimits
 ) -> list[np.ndarray | InvalidImage]:
-    """Decode each image to ``(size, size, 3)`` uint8; a bad one comes back as its error."""
+    """Decode each image to its ``(T, size, size, 3)`` uint8 tiles; a bad one comes back as its
+    error."""
     out: list[np.ndarray | InvalidImage] = []
     for data in images:
         try:
@@ -46,7 +47,7 @@ class Photo:
     """A request image decoded for copy detection."""
 
     pixels: np.ndarray  # (H, W, 3) uint8, longer side <= photo_views.PHOTO_SIDE
-    square: np.ndarray  # (S, S, 3) uint8: the view stored images are embedded as
+    tiles: np.ndarray  # (T, S, S, 3) uint8: the squares whose pooled embeddings are stored
     signature: bytes  # what the index keeps: the tie-break thumbnail, then the local features
 
 
@@ -81,9 +82,9 @@ def decode_photo_chunk(
         except InvalidImage as exc:
             decoded.append(exc)
             continue
-        decoded.append((pixels, square(pixels, size), data))
+        decoded.append((pixels, tiles(pixels, size), data))
     good = [d for d in decoded if not isinstance(d, InvalidImage)]
-    thumbs = iter(signatures(np.stack([view for _, view, _ in good])) if good else [])
+    thumbs = iter(signatures(np.stack([middle(view) for _, view, _ in good])) if good else [])
     out: list[Photo | InvalidImage] = []
     for entry in decoded:
         if isinstance(entry, InvalidImage):
@@ -132,8 +133,9 @@ class RequestImages:
         if len(images) > self.max_images:
             raise BadRequest(f"{len(images)} images in one request; the limit is {self.max_images}")
 
-    async def decode(self, images: list[bytes]) -> np.ndarray:
-        """Encoded images -> ``(n, S, S, 3)`` uint8, in parallel; the first bad image fails the call."""
+    async def decode(self, images: list[bytes]) -> list[np.ndarray]:
+        """Encoded images -> each one's ``(T, S, S, 3)`` uint8 tiles, in parallel; the first bad
+        image fails the call."""
         self.check_count(images)
         results = await self.decode_each(images)
         for i, result in enumerate(results):
@@ -141,10 +143,10 @@ class RequestImages:
                 if len(images) > 1:
                     raise InvalidImage(f"image {i}: {result}") from result
                 raise result
-        return np.stack(results)
+        return results
 
     async def decode_each(self, images: list[bytes]) -> list[np.ndarray | InvalidImage]:
-        """Decode a batch, one result per image: ``(S, S, 3)`` uint8 pixels or the image's error."""
+        """Decode a batch, one result per image: its ``(T, S, S, 3)`` uint8 tiles or its error."""
         if not images:
             return []
         if len(images) == 1 and len(images[0]) <= INLINE_DECODE_BYTES:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from simclr_search.bundle.manifest import Manifest, load_manifest
-from simclr_search.bundle.preprocess import normalize
+from simclr_search.bundle.preprocess import normalize, pool_tiles
 from simclr_search.bundle.runtime import Decoder, Denoiser, Encoder
 from simclr_search.index.checks import (
     MAX_K,
@@ -40,6 +40,7 @@ from simclr_search.serving.core.copy_search import CopyHit, CopySearch, stored_v
 from simclr_search.serving.core.dedup import DuplicateFinder, DuplicateGroup
 from simclr_search.serving.core.errors import BadRequest, InvalidImage
 from simclr_search.serving.core.image_models import ImageModels
+from simclr_search.serving.core.photo_views import middle
 from simclr_search.serving.core.request_images import RequestImages
 from simclr_search.serving.core.tie_break import (
     CANDIDATES,
@@ -204,9 +205,15 @@ class SearchService:
         """``(n, S, S, 3)`` uint8 -> ``(n, D)`` embeddings through the micro-batcher."""
         return await self.batcher(pixels)
 
+    async def embed_tiles(self, tiles: list[np.ndarray]) -> np.ndarray:
+        """Each picture's ``(T, S, S, 3)`` tiles -> its ``(D,)`` vector, ``(n, D)``: the tiles'
+        embeddings pooled (``bundle.preprocess.pool_tiles``)."""
+        vectors = await self.embed_pixels(np.concatenate(tiles))
+        return pool_tiles(vectors, [len(t) for t in tiles], self.manifest.normalized)
+
     async def embed(self, images: list[bytes]) -> np.ndarray:
         """Encoded images -> ``(n, D)`` embeddings; the first bad image fails the call."""
-        return await self.embed_pixels(await self.requests.decode(images))
+        return await self.embed_tiles(await self.requests.decode(images))
 
     # -- search -----------------------------------------------------------------------------------
     def _check_k(self, k: int) -> None:
@@ -237,10 +244,10 @@ class SearchService:
             )
         signature = b""
         if image is not None:
-            pixels = await self.requests.decode([image])
-            vector = (await self.embed_pixels(pixels))[0]
+            tiles = await self.requests.decode([image])
+            vector = (await self.embed_tiles(tiles))[0]
             if self.config.tie_break_margin > 0:
-                signature = signatures(pixels)[0]
+                signature = signatures(middle(tiles[0])[None])[0]
         if vector is None:
             raise BadRequest("a search needs an image, a vector or a stored id")
         fetch = min(max(k, CANDIDATES), MAX_K) if signature else k
@@ -265,8 +272,8 @@ class SearchService:
         vectors: dict[int, np.ndarray] = {}
         thumbs: dict[int, bytes] = {}
         if with_images:
-            pixels, signed = await self._decode_for_index([items[i].image for i in with_images])
-            vectors.update(zip(with_images, await self.embed_pixels(pixels), strict=True))
+            tiles, signed = await self._decode_for_index([items[i].image for i in with_images])
+            vectors.update(zip(with_images, await self.embed_tiles(tiles), strict=True))
             thumbs.update(zip(with_images, signed, strict=True))
         new_items = []
         for i, item in enumerate(items):
@@ -286,15 +293,15 @@ class SearchService:
             )
         return await self._store(col.upsert, new_items)
 
-    async def _decode_for_index(self, images: list[bytes]) -> tuple[np.ndarray, list[bytes]]:
-        """Images -> ``(n, S, S, 3)`` pixels to embed and the signatures to store; the first bad
-        image fails the call (as :meth:`RequestImages.decode`)."""
+    async def _decode_for_index(self, images: list[bytes]) -> tuple[list[np.ndarray], list[bytes]]:
+        """Images -> each one's ``(T, S, S, 3)`` tiles to embed and the signatures to store; the
+        first bad image fails the call (as :meth:`RequestImages.decode`)."""
         self.requests.check_count(images)
         decoded = await self._decode_each_for_index(images)
         for i, result in enumerate(decoded):
             if isinstance(result, Exception):
                 raise InvalidImage(f"image {i}: {result}") if len(images) > 1 else result
-        return np.stack([pixels for pixels, _ in decoded]), [signature for _, signature in decoded]
+        return [tiles for tiles, _ in decoded], [signature for _, signature in decoded]
 
     async def delete(self, collection: str, ids: list[str], ignore_missing: bool) -> int:
         if not ids:
@@ -354,8 +361,7 @@ class SearchService:
                 continue
             todo.append((i, item_id, result, batch[i][2], hashes[i], metadata))
         if todo:
-            pixels = np.stack([t[2][0] for t in todo])
-            vectors = await self.embed_pixels(pixels)
+            vectors = await self.embed_tiles([t[2][0] for t in todo])
             items = [
                 NewItem(item_id, v, uri, digest, metadata, signature)
                 for (_, item_id, (_, signature), uri, digest, metadata), v in zip(
@@ -368,13 +374,13 @@ class SearchService:
         return outcomes  # type: ignore[return-value]
 
     async def _decode_each_for_index(self, images: list[bytes]) -> list:
-        """One ``(pixels, signature)`` or error per image (IndexImages: a bad image fails itself);
+        """One ``(tiles, signature)`` or error per image (IndexImages: a bad image fails itself);
         with copy detection the signature carries the local features too."""
         if self.copies is not None:
             photos = await self.requests.decode_photos(images, with_features=True)
-            return [p if isinstance(p, Exception) else (p.square, p.signature) for p in photos]
+            return [p if isinstance(p, Exception) else (p.tiles, p.signature) for p in photos]
         decoded = await self.requests.decode_each(images)
-        good = [d for d in decoded if not isinstance(d, Exception)]
+        good = [middle(d) for d in decoded if not isinstance(d, Exception)]
         thumbs = iter(signatures(np.stack(good)) if good else [])  # one pass for the batch
         return [d if isinstance(d, Exception) else (d, next(thumbs)) for d in decoded]
 

@@ -27,7 +27,7 @@ import ray
 from tqdm import tqdm
 
 from simclr_search.bundle.manifest import load_manifest
-from simclr_search.bundle.preprocess import normalize
+from simclr_search.bundle.preprocess import MAX_TILES, normalize, pool_tiles
 from simclr_search.bundle.runtime import Encoder
 from simclr_search.bundle.sources import (
     ARCHIVE_SUFFIXES,
@@ -142,7 +142,8 @@ def _prepare(
         else:
             known.add(hashes[i])  # a second copy in this batch is a duplicate too
     todo = [i for i in range(n) if status[i] == "todo"]
-    pixels = np.zeros((n, size, size, 3), np.uint8)
+    pixels = np.zeros((n, MAX_TILES, size, size, 3), np.uint8)  # Arrow wants one shape per column
+    tiles = np.zeros(n, np.int64)
     signatures = [b""] * n
     for i, photo in zip(
         todo, decode_photo_chunk([datas[i] for i in todo], size, limits, with_features), strict=True
@@ -150,7 +151,8 @@ def _prepare(
         if isinstance(photo, Exception):
             status[i], errors[i] = "failed", str(photo)
             continue
-        pixels[i] = photo.square
+        tiles[i] = len(photo.tiles)
+        pixels[i, : tiles[i]] = photo.tiles
         signatures[i] = photo.signature
     return {
         "id": np.array(ids, dtype=object),
@@ -159,6 +161,7 @@ def _prepare(
         "status": np.array(status, dtype=object),
         "error": np.array(errors, dtype=object),
         "pixels": pixels,
+        "tiles": tiles,
         "signature": np.array(signatures, dtype=object),
     }
 
@@ -176,8 +179,15 @@ class EmbedWriter:
         status = batch["status"].copy()
         todo = np.flatnonzero(status == "todo")
         if len(todo):
-            pixels = normalize(batch["pixels"][todo], self.manifest.mean, self.manifest.std)
-            vectors = self.encoder(pixels)
+            counts = batch["tiles"][todo]
+            squares = np.concatenate(
+                [batch["pixels"][i, :c] for i, c in zip(todo, counts, strict=True)]
+            )
+            vectors = pool_tiles(
+                self.encoder(normalize(squares, self.manifest.mean, self.manifest.std)),
+                counts,
+                self.manifest.normalized,
+            )
             items = [
                 NewItem(
                     str(batch["id"][i]),

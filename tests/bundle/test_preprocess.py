@@ -10,7 +10,17 @@ import pytest
 from PIL import Image
 
 import simclr_search.bundle.preprocess as preprocess
-from simclr_search.bundle.preprocess import ImageDecodeError, decode_full, decode_square, normalize
+from simclr_search.bundle.preprocess import (
+    MAX_TILES,
+    ImageDecodeError,
+    decode_full,
+    decode_square,
+    decode_tiles,
+    normalize,
+    pool_tiles,
+    square_tiles,
+    tile_count,
+)
 
 needs_simplejpeg = pytest.mark.skipif(
     preprocess.simplejpeg is None, reason="simplejpeg not installed"
@@ -44,7 +54,12 @@ def test_fast_jpeg_decode_equals_pillow(
     monkeypatch: pytest.MonkeyPatch, size: tuple[int, int], mode: str, subsampling: int
 ) -> None:
     data = _jpeg(*size, mode=mode, subsampling=subsampling)
-    for decode in (lambda: decode_square(data, 32), lambda: decode_full(data)):
+    decoders = (
+        lambda: decode_square(data, 32),
+        lambda: decode_tiles(data, 32),
+        lambda: decode_full(data),
+    )
+    for decode in decoders:
         fast = decode()
         assert fast.dtype == np.uint8 and fast.shape[-1] == 3
         np.testing.assert_array_equal(fast, _pillow_only(monkeypatch, decode))
@@ -77,3 +92,60 @@ def test_normalize_matches_the_formula_in_float64() -> None:
     np.testing.assert_allclose(got, expected.transpose(0, 3, 1, 2), atol=1e-5)
     with pytest.raises(ValueError, match="uint8"):
         normalize(images.astype(np.float32), mean, std)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "count"),
+    [
+        (32, 32, 1),
+        (115, 100, 1),
+        (116, 100, 2),
+        (4, 3, 2),
+        (3, 2, 2),
+        (16, 9, 2),
+        (2, 1, 2),
+        (215, 100, 2),
+        (216, 100, 3),
+        (100, 300, 3),
+        (1000, 100, MAX_TILES),
+    ],
+)
+def test_tile_count_covers_the_longer_side(width: int, height: int, count: int) -> None:
+    assert tile_count(width, height) == count
+    with pytest.raises(ValueError, match="positive"):
+        tile_count(0, 10)
+
+
+def test_square_tiles_cover_a_landscape_and_a_portrait_end_to_end() -> None:
+    rng = np.random.default_rng(2)
+    wide = rng.integers(0, 256, (32, 80, 3), dtype=np.uint8)  # the short side already 32
+    got = square_tiles(Image.fromarray(wide), 32)
+    expected = [wide[:, 0:32], wide[:, 24:56], wide[:, 48:80]]  # 2.5:1: three, evenly spaced
+    np.testing.assert_array_equal(got, expected)
+    tall = np.ascontiguousarray(wide.transpose(1, 0, 2))
+    np.testing.assert_array_equal(
+        square_tiles(Image.fromarray(tall), 32), [e.transpose(1, 0, 2) for e in expected]
+    )
+    squareish = rng.integers(0, 256, (100, 110, 3), dtype=np.uint8)
+    data = io.BytesIO()
+    Image.fromarray(squareish).save(data, "PNG")
+    one = decode_tiles(data.getvalue(), 32)
+    assert one.shape == (1, 32, 32, 3)
+    np.testing.assert_array_equal(one[0], decode_square(data.getvalue(), 32))  # the centre
+
+
+def test_pool_tiles_averages_each_pictures_rows_and_keeps_single_rows_bit_for_bit() -> None:
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(6, 5)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    pooled = pool_tiles(rows, [1, 3, 2])
+    assert pooled.shape == (3, 5)
+    np.testing.assert_array_equal(pooled[0], rows[0])
+    for got, part in ((pooled[1], rows[1:4]), (pooled[2], rows[4:6])):
+        mean = part.astype(np.float64).mean(axis=0)
+        np.testing.assert_allclose(got, mean / np.linalg.norm(mean), atol=1e-6)
+    raw = pool_tiles(rows, [3, 3], normalized=False)
+    np.testing.assert_allclose(raw[1], rows[3:].mean(axis=0), atol=1e-6)
+    assert pool_tiles(rows, [1] * 6) is rows  # all single: nothing to pool
+    with pytest.raises(ValueError, match="do not split"):
+        pool_tiles(rows, [2, 2])

@@ -17,7 +17,14 @@ from simclr_search.serving.core.copy_scores import (
     fit_logistic,
     threshold_for_precision,
 )
-from simclr_search.serving.core.photo_views import WHOLE, photo, query_views, square, trim_border
+from simclr_search.serving.core.photo_views import (
+    WHOLE,
+    photo,
+    query_views,
+    square,
+    tiles,
+    trim_border,
+)
 from tests.conftest import kodak_photos
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "denoise-eval"
@@ -43,16 +50,25 @@ def test_trim_border_removes_padding_only() -> None:
 
 
 def test_query_views_start_with_the_stored_view() -> None:
-    pixels = _texture(1)
-    views, kinds, mirrored = query_views(pixels, 32)
-    np.testing.assert_array_equal(views[0], square(pixels, 32))
-    assert views.shape[1:] == (32, 32, 3) and len(views) == len(kinds)
+    pixels = _texture(1)  # 4:3: stored as two squares, the left and the right end
+    stored = tiles(pixels, 32)
+    assert stored.shape == (2, 32, 32, 3)
+    views = query_views(pixels, 32)
+    kinds, mirrored, counts = views.kinds, views.mirrored, views.counts
+    assert views.squares.shape[1:] == (32, 32, 3) and len(counts) == len(kinds)
+    assert counts.sum() == len(views.squares)
+    np.testing.assert_array_equal(views.squares[:2], stored)
     assert (kinds == WHOLE).sum() == 8  # no border: the 8 orientations only
-    np.testing.assert_array_equal(views[2], np.rot90(views[0], 1))
-    np.testing.assert_array_equal(views[3], np.rot90(views[0], 1)[:, ::-1])
+    assert counts[:8].tolist() == [2] * 8 and counts[8:].tolist() == [1] * (len(counts) - 8)
+    turned = views.squares[4:6]  # the third view: a quarter turn of each square
+    np.testing.assert_array_equal(turned, [np.rot90(t, 1) for t in stored])
+    np.testing.assert_array_equal(views.squares[6:8], [np.rot90(t, 1)[:, ::-1] for t in stored])
     assert mirrored[:8].tolist() == [False, True] * 4 and not mirrored[8:].any()
+    np.testing.assert_array_equal(views.thumbnail_square[0], stored[0])
     bordered = np.asarray(ImageOps.expand(Image.fromarray(pixels), border=40, fill=(255, 255, 255)))
-    assert (query_views(bordered, 32)[1] == WHOLE).sum() == 10  # + trimmed, upright and mirrored
+    assert (query_views(bordered, 32).kinds == WHOLE).sum() == 10  # + trimmed, both ways
+    square_photo = _texture(4, (300, 300))
+    np.testing.assert_array_equal(tiles(square_photo, 32)[0], square(square_photo, 32))
 
 
 def test_local_features_pack_round_trip_and_match_a_crop_not_another_picture() -> None:

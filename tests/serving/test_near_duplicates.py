@@ -15,6 +15,7 @@ from simclr_search.index.store import Store
 from simclr_search.protos.simclr.v1 import search_pb2 as pb
 from simclr_search.serving.client import Client
 from simclr_search.serving.core.images import ImageLimits, decode_for_model
+from simclr_search.serving.core.photo_views import middle
 from simclr_search.serving.core.tie_break import signatures
 from simclr_search.serving.server.app import start_server
 from simclr_search.serving.server.settings import ServerOptions
@@ -93,7 +94,9 @@ def test_every_write_path_stores_the_thumbnail_and_it_survives_a_restart(
     finally:
         loop_thread.run(running.stop())
     size = load_manifest(bundle).input_size
-    expected = signatures(np.stack([decode_for_model(d, size, ImageLimits()) for d in payloads]))
+    expected = signatures(
+        np.stack([middle(decode_for_model(d, size, ImageLimits())) for d in payloads])
+    )
     store = Store(tmp_path / "store")
     try:
         stored = {

@@ -16,6 +16,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
+from simclr_search.bundle.manifest import load_manifest
+from simclr_search.bundle.preprocess import normalize
+from simclr_search.bundle.runtime import Encoder
 from simclr_search.bundle.sources import iter_image_bytes
 from simclr_search.protos.simclr.v1 import search_pb2 as pb
 from simclr_search.protos.simclr.v1 import search_pb2_grpc as pb_grpc
@@ -133,6 +136,32 @@ def test_small_files_decode_inline_or_in_a_thread_alike(server, tiny_bundle) -> 
         assert one.shape[0] == 1
         np.testing.assert_allclose(client.embed([small, small])[0], one[0], atol=1e-5)
         assert client.embed([big]).shape == one.shape
+
+
+def test_a_landscape_pictures_vector_pools_the_squares_that_cover_it(server, tiny_bundle) -> None:
+    """The sides of a 2:1 picture count: its vector is the mean of its two squares' embeddings
+    (computed here with the bundle's encoder directly), stored as Embed returns it."""
+    _, address = server
+    bundle, _ = tiny_bundle
+    rng = np.random.default_rng(5)
+    small = rng.integers(0, 256, (8, 16, 3), dtype=np.uint8)
+    wide = Image.fromarray(small).resize((96, 48), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    wide.save(buffer, "PNG")
+    manifest = load_manifest(bundle)
+    size = manifest.input_size
+    resized = np.asarray(wide.resize((2 * size, size), Image.BICUBIC, reducing_gap=3.0))
+    squares = np.stack([resized[:, :size], resized[:, size:]])
+    rows = Encoder(manifest, intra_threads=1)(normalize(squares, manifest.mean, manifest.std))
+    expected = rows.astype(np.float64).mean(axis=0)
+    expected /= np.linalg.norm(expected)
+    with Client(address) as client:
+        got = client.embed([buffer.getvalue()])[0]
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        assert abs(float(rows[0] @ rows[1])) < 0.999  # two different squares, not one twice
+        client.upsert_images([("wide", buffer.getvalue())])
+        stored = client.get(["wide"], include_embeddings=True)[0]
+        np.testing.assert_allclose(np.asarray(stored.embedding.values), got, atol=1e-5)
 
 
 def test_bad_requests_get_the_right_codes(server, tiny_bundle) -> None:
