@@ -27,7 +27,7 @@ import ray
 from tqdm import tqdm
 
 from simclr_search.bundle.manifest import load_manifest
-from simclr_search.bundle.preprocess import MAX_TILES, normalize, pool_tiles
+from simclr_search.bundle.preprocess import normalize, pool_tiles
 from simclr_search.bundle.runtime import Encoder
 from simclr_search.bundle.sources import (
     ARCHIVE_SUFFIXES,
@@ -142,8 +142,7 @@ def _prepare(
         else:
             known.add(hashes[i])  # a second copy in this batch is a duplicate too
     todo = [i for i in range(n) if status[i] == "todo"]
-    pixels = np.zeros((n, MAX_TILES, size, size, 3), np.uint8)  # Arrow wants one shape per column
-    tiles = np.zeros(n, np.int64)
+    pixels = [b""] * n  # each row's (T, S, S, 3) tiles as bytes: T differs between rows
     signatures = [b""] * n
     for i, photo in zip(
         todo, decode_photo_chunk([datas[i] for i in todo], size, limits, with_features), strict=True
@@ -151,8 +150,7 @@ def _prepare(
         if isinstance(photo, Exception):
             status[i], errors[i] = "failed", str(photo)
             continue
-        tiles[i] = len(photo.tiles)
-        pixels[i, : tiles[i]] = photo.tiles
+        pixels[i] = photo.tiles.tobytes()
         signatures[i] = photo.signature
     return {
         "id": np.array(ids, dtype=object),
@@ -160,8 +158,7 @@ def _prepare(
         "hash": np.array(hashes, dtype=object),
         "status": np.array(status, dtype=object),
         "error": np.array(errors, dtype=object),
-        "pixels": pixels,
-        "tiles": tiles,
+        "pixels": np.array(pixels, dtype=object),
         "signature": np.array(signatures, dtype=object),
     }
 
@@ -179,10 +176,10 @@ class EmbedWriter:
         status = batch["status"].copy()
         todo = np.flatnonzero(status == "todo")
         if len(todo):
-            counts = batch["tiles"][todo]
-            squares = np.concatenate(
-                [batch["pixels"][i, :c] for i, c in zip(todo, counts, strict=True)]
-            )
+            size = self.manifest.input_size
+            tiles = [np.frombuffer(batch["pixels"][i], np.uint8) for i in todo]
+            squares = np.concatenate(tiles).reshape(-1, size, size, 3)
+            counts = [len(t) // (size * size * 3) for t in tiles]
             vectors = pool_tiles(
                 self.encoder(normalize(squares, self.manifest.mean, self.manifest.std)),
                 counts,
