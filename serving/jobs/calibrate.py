@@ -25,6 +25,7 @@ import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -76,13 +77,17 @@ async def measure(
     views: ViewSet = ALL_VIEWS,
     verify: bool = True,
     reach: int = REACH,
+    calibration: CopyCalibration | Literal["bundle"] | None = "bundle",
 ) -> dict[str, np.ndarray]:
     """Index ``data`` in a fresh store and answer every edited query through the service core:
     the best hit's measurements and whether it is the query's original. ``views``, ``verify``
     and ``reach`` choose the parts of copy detection (all, as the server runs it; the
-    benchmark's ablation)."""
+    benchmark's ablation); ``calibration`` orders the hits (the bundle's own by default; None:
+    by cosine)."""
     service = SearchService(config)
     await service.start()
+    if calibration != "bundle":
+        service.copies.calibration = calibration
     service.copies.views = views
     service.copies.verify = verify and service.copies.verify
     service.copies.reach = reach
@@ -238,10 +243,19 @@ def calibrate_bundle(
             raise ValueError(f"precision must be between 0 and 1, got {value}")
     if len(data.originals) < 4 or len(data.negatives) < 2:
         raise ValueError("calibration needs at least 4 originals and 2 negative photos")
+    parts = (views, verify, reach)
     with tempfile.TemporaryDirectory(prefix="simclr-calibrate-") as store:
         config = ServiceConfig(bundle=Path(bundle), store=Path(store), tie_break_margin=0.0)
-        measured = asyncio.run(measure(config, data, seed, progress, views, verify, reach))
-        pairs = asyncio.run(measure_pair_set(config, pair_data or data, seed, progress))
+        # Which hit comes first depends on the model that orders the hits, so the fit does not
+        # start from the bundle's last one (each refit would then differ from the one before):
+        # one pass ordered by cosine, then the fit of it orders the pass that is kept.
+        first = dataclasses.replace(config, store=Path(store) / "by-cosine")
+        measured = asyncio.run(measure(first, data, seed, progress, *parts, calibration=None))
+        ordering = _fit(measured, precision, {})
+        kept = dataclasses.replace(config, store=Path(store) / "by-probability")
+        measured = asyncio.run(measure(kept, data, seed, progress, *parts, calibration=ordering))
+        pairs_config = dataclasses.replace(config, store=Path(store) / "pairs")
+        pairs = asyncio.run(measure_pair_set(pairs_config, pair_data or data, seed, progress))
     fitted_on = {
         "images": described_as,
         "originals": len(data.originals),
@@ -251,7 +265,17 @@ def calibrate_bundle(
         "families": list(FAMILIES),
         "seed": seed,
     }
-    model = calibrate(
+    model = _fit(measured, precision, fitted_on)
+    model = dataclasses.replace(
+        model,
+        pairs=fit_pair_decision(pairs, pair_data or data, pair_precision, seed, described_as),
+    )
+    model.save(Path(bundle))
+    return model
+
+
+def _fit(measured: dict[str, np.ndarray], precision: float, fitted_on: dict) -> CopyCalibration:
+    return calibrate(
         measured["whole"],
         measured["window"],
         measured["inliers"],
@@ -259,12 +283,6 @@ def calibrate_bundle(
         precision,
         fitted_on,
     )
-    model = dataclasses.replace(
-        model,
-        pairs=fit_pair_decision(pairs, pair_data or data, pair_precision, seed, described_as),
-    )
-    model.save(Path(bundle))
-    return model
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

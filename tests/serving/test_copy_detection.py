@@ -245,3 +245,34 @@ def test_verification_reaches_past_icons_and_weak_candidates_and_stops_when_sure
     early = [_hit("original", original), *others, _hit("other-late", _texture(99, (480, 360)))]
     counts = copy_search._verify(query, early)
     assert counts[0] >= copy_search.STRONG and counts[-1] == 0  # sure after the first 12
+
+
+@pytest.mark.slow
+def test_calibrate_copies_gives_the_same_file_whatever_the_bundle_held(tmp_path: Path) -> None:
+    """`simclr calibrate-copies` fits from its photos alone: the bundle's previous calibration,
+    which orders a search's hits, does not leak into the refit (one pass is ordered by cosine,
+    the kept one by that pass's fit)."""
+    import json
+    import shutil
+
+    from simclr_search.serving.jobs.calibrate import cli_main, get_args_parser
+
+    library = tmp_path / "photos"
+    library.mkdir()
+    for i, data in enumerate(kodak_photos(16)):
+        (library / f"{i:02d}.png").write_bytes(data)
+    written = []
+    for keep_previous in (True, False):
+        bundle = tmp_path / f"bundle-{keep_previous}"
+        shutil.copytree(SHIPPED, bundle)
+        if not keep_previous:
+            (bundle / "copy_calibration.json").unlink()
+        args = get_args_parser().parse_args(
+            [str(library), "--bundle", str(bundle), "--no-progress"]
+        )
+        assert cli_main(args) == 0
+        written.append(json.loads((bundle / "copy_calibration.json").read_text()))
+    assert written[0] == written[1]
+    assert 0 < written[0]["threshold"] < 1 and written[0]["fitted_on"]["queries"] == 12 * 19
+    shipped = CopyCalibration.load(SHIPPED)
+    assert written[0]["weights"] != list(shipped.weights)  # fitted here, not copied
