@@ -45,6 +45,7 @@ __all__ = [
     "MAX_PIXELS",
     "RESIZE_POLICY",
     "ImageDecodeError",
+    "centre_square",
     "decode_full",
     "decode_square",
     "decode_tiles",
@@ -52,6 +53,7 @@ __all__ = [
     "fast_jpeg",
     "normalize",
     "pool_tiles",
+    "shorter_side",
     "square_tiles",
     "tile_count",
 ]
@@ -76,10 +78,8 @@ def tile_count(width: int, height: int) -> int:
     return min(MAX_TILES, max(1, math.ceil(ratio - TILE_SLACK)))
 
 
-def square_tiles(image: Image.Image, size: int) -> np.ndarray:
-    """``image`` -> ``(T, size, size, 3)`` uint8: the shorter side resized to ``size`` (bicubic),
-    then :func:`tile_count` squares at evenly spaced offsets along the longer side, the first at
-    its start and the last at its end (one square: the centre, :func:`decode_square`'s crop)."""
+def shorter_side(image: Image.Image, size: int) -> Image.Image:
+    """``image`` with its shorter side resized to ``size`` (bicubic; the aspect ratio kept)."""
     if size <= 0:
         raise ValueError(f"size must be positive, got {size}")
     scale = size / min(image.size)
@@ -87,10 +87,25 @@ def square_tiles(image: Image.Image, size: int) -> np.ndarray:
     new_h = max(size, round(image.size[1] * scale))
     if (new_w, new_h) != image.size:
         image = image.resize((new_w, new_h), Image.BICUBIC, reducing_gap=3.0)
-    pixels = np.asarray(image, dtype=np.uint8)
+    return image
+
+
+def centre_square(image: Image.Image, size: int) -> np.ndarray:
+    """``(size, size, 3)`` uint8: the centre of :func:`shorter_side` (the encoder's training input)."""
+    pixels = np.asarray(shorter_side(image, size), dtype=np.uint8)
+    top, left = (pixels.shape[0] - size) // 2, (pixels.shape[1] - size) // 2
+    return pixels[top : top + size, left : left + size]
+
+
+def square_tiles(image: Image.Image, size: int) -> np.ndarray:
+    """``image`` -> ``(T, size, size, 3)`` uint8: :func:`tile_count` squares of
+    :func:`shorter_side` at evenly spaced offsets along the longer side, the first at its start
+    and the last at its end (one square: the centre, :func:`centre_square`)."""
+    pixels = np.asarray(shorter_side(image, size), dtype=np.uint8)
+    new_h, new_w = pixels.shape[:2]
     count = tile_count(new_w, new_h)
     if count == 1:
-        left, top = (new_w - size) // 2, (new_h - size) // 2
+        top, left = (new_h - size) // 2, (new_w - size) // 2
         return pixels[None, top : top + size, left : left + size]
     offsets = np.linspace(0, max(new_w, new_h) - size, count).round().astype(int)
     if new_w >= new_h:
@@ -154,27 +169,25 @@ def decode_full(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return np.asarray(decode_rgb(data, max_pixels), dtype=np.uint8)
 
 
-def decode_square(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode ``data`` to a ``(size, size, 3)`` uint8 RGB array.
-
-    Raises:
-        ImageDecodeError: empty, truncated, unsupported or oversized images.
-    """
+def _decoded(data: bytes, size: int, max_pixels: int) -> np.ndarray | Image.Image:
+    """``data`` decoded for a model of input ``size``: already ``(size, size, 3)`` (a thumbnail
+    library: nothing to resize), or a Pillow image (a big JPEG DCT-scaled toward ``size``)."""
     if size <= 0:
         raise ValueError(f"size must be positive, got {size}")
     fast = fast_jpeg(data, max_pixels, size)
     if fast is not None and fast.shape[:2] == (size, size):
-        return fast  # already the model's size (a thumbnail library): nothing to resize
-    image = Image.fromarray(fast) if fast is not None else decode_rgb(data, max_pixels, size)
-    scale = size / min(image.size)
-    new_w = max(size, round(image.size[0] * scale))
-    new_h = max(size, round(image.size[1] * scale))
-    if (new_w, new_h) != image.size:
-        image = image.resize((new_w, new_h), Image.BICUBIC, reducing_gap=3.0)
-    left = (new_w - size) // 2
-    top = (new_h - size) // 2
-    image = image.crop((left, top, left + size, top + size))
-    return np.asarray(image, dtype=np.uint8)
+        return fast
+    return Image.fromarray(fast) if fast is not None else decode_rgb(data, max_pixels, size)
+
+
+def decode_square(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode ``data`` to a ``(size, size, 3)`` uint8 RGB array, its :func:`centre_square`.
+
+    Raises:
+        ImageDecodeError: empty, truncated, unsupported or oversized images.
+    """
+    image = _decoded(data, size, max_pixels)
+    return image if isinstance(image, np.ndarray) else centre_square(image, size)
 
 
 def decode_tiles(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -183,13 +196,8 @@ def decode_tiles(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> np.nda
     Raises:
         ImageDecodeError: empty, truncated, unsupported or oversized images.
     """
-    if size <= 0:
-        raise ValueError(f"size must be positive, got {size}")
-    fast = fast_jpeg(data, max_pixels, size)
-    if fast is not None and fast.shape[:2] == (size, size):
-        return fast[None]  # already the model's size (a thumbnail library): nothing to resize
-    image = Image.fromarray(fast) if fast is not None else decode_rgb(data, max_pixels, size)
-    return square_tiles(image, size)
+    image = _decoded(data, size, max_pixels)
+    return image[None] if isinstance(image, np.ndarray) else square_tiles(image, size)
 
 
 def normalize(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from simclr_search.bundle.decode import ImageDecodeError, decode_rgb
-from simclr_search.bundle.preprocess import fast_jpeg, square_tiles
+from simclr_search.bundle.preprocess import centre_square, fast_jpeg, square_tiles
 
 #: The longer side photos are analysed at (local features, views): enough for ORB's 8 scales.
 PHOTO_SIDE = 640
@@ -60,17 +60,10 @@ def photo(data: bytes, max_pixels: int) -> np.ndarray:
 
 def square(pixels: np.ndarray, size: int) -> np.ndarray:
     """``(H, W, 3)`` -> ``(size, size, 3)``: the shorter side resized to ``size`` (bicubic), the
-    centre cropped: the encoder's training policy (``bundle.preprocess``)."""
+    centre cropped (``bundle.preprocess.centre_square``); what a window is embedded as."""
     if pixels.shape[:2] == (size, size):
         return pixels
-    image = Image.fromarray(pixels)
-    scale = size / min(image.size)
-    new_w = max(size, round(image.size[0] * scale))
-    new_h = max(size, round(image.size[1] * scale))
-    if (new_w, new_h) != image.size:
-        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    return centre_square(Image.fromarray(pixels), size)
 
 
 def tiles(pixels: np.ndarray, size: int) -> np.ndarray:
