@@ -92,7 +92,10 @@ def shorter_side(image: Image.Image, size: int) -> Image.Image:
 
 def centre_square(image: Image.Image, size: int) -> np.ndarray:
     """``(size, size, 3)`` uint8: the centre of :func:`shorter_side` (the encoder's training input)."""
-    pixels = np.asarray(shorter_side(image, size), dtype=np.uint8)
+    return _centre(np.asarray(shorter_side(image, size), dtype=np.uint8), size)
+
+
+def _centre(pixels: np.ndarray, size: int) -> np.ndarray:
     top, left = (pixels.shape[0] - size) // 2, (pixels.shape[1] - size) // 2
     return pixels[top : top + size, left : left + size]
 
@@ -105,8 +108,7 @@ def square_tiles(image: Image.Image, size: int) -> np.ndarray:
     new_h, new_w = pixels.shape[:2]
     count = tile_count(new_w, new_h)
     if count == 1:
-        top, left = (new_h - size) // 2, (new_w - size) // 2
-        return pixels[None, top : top + size, left : left + size]
+        return _centre(pixels, size)[None]
     offsets = np.linspace(0, max(new_w, new_h) - size, count).round().astype(int)
     if new_w >= new_h:
         return np.stack([pixels[:size, o : o + size] for o in offsets])

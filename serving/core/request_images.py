@@ -28,6 +28,12 @@ INLINE_DECODE_BYTES = 16 * 1024
 INLINE_DECODE_PIXELS = 128 * 128
 
 
+def tile_signatures(tiles: list[np.ndarray]) -> list[bytes]:
+    """Each picture's tie-break thumbnail signature, from the :func:`photo_views.middle` of its
+    ``(T, S, S, 3)`` tiles, in one pass for all of them."""
+    return signatures(np.stack([middle(t) for t in tiles])) if tiles else []
+
+
 def decode_chunk(
     images: list[bytes], size: int, limits: ImageLimits
 ) -> list[np.ndarray | InvalidImage]:
@@ -84,7 +90,7 @@ def decode_photo_chunk(
             continue
         decoded.append((pixels, tiles(pixels, size), data))
     good = [d for d in decoded if not isinstance(d, InvalidImage)]
-    thumbs = iter(signatures(np.stack([middle(view) for _, view, _ in good])) if good else [])
+    thumbs = iter(tile_signatures([view for _, view, _ in good]))
     out: list[Photo | InvalidImage] = []
     for entry in decoded:
         if isinstance(entry, InvalidImage):

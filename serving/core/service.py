@@ -40,13 +40,11 @@ from simclr_search.serving.core.copy_search import CopyHit, CopySearch, stored_v
 from simclr_search.serving.core.dedup import DuplicateFinder, DuplicateGroup
 from simclr_search.serving.core.errors import BadRequest, InvalidImage
 from simclr_search.serving.core.image_models import ImageModels
-from simclr_search.serving.core.photo_views import middle
-from simclr_search.serving.core.request_images import RequestImages
+from simclr_search.serving.core.request_images import RequestImages, tile_signatures
 from simclr_search.serving.core.tie_break import (
     CANDIDATES,
     SIGNATURE_BYTES,
     near_tie_order,
-    signatures,
 )
 from simclr_search.serving.core.writes import (
     IndexOutcome,
@@ -247,7 +245,7 @@ class SearchService:
             tiles = await self.requests.decode([image])
             vector = (await self.embed_tiles(tiles))[0]
             if self.config.tie_break_margin > 0:
-                signature = signatures(middle(tiles[0])[None])[0]
+                signature = tile_signatures(tiles)[0]
         if vector is None:
             raise BadRequest("a search needs an image, a vector or a stored id")
         fetch = min(max(k, CANDIDATES), MAX_K) if signature else k
@@ -380,8 +378,7 @@ class SearchService:
             photos = await self.requests.decode_photos(images, with_features=True)
             return [p if isinstance(p, Exception) else (p.tiles, p.signature) for p in photos]
         decoded = await self.requests.decode_each(images)
-        good = [middle(d) for d in decoded if not isinstance(d, Exception)]
-        thumbs = iter(signatures(np.stack(good)) if good else [])  # one pass for the batch
+        thumbs = iter(tile_signatures([d for d in decoded if not isinstance(d, Exception)]))
         return [d if isinstance(d, Exception) else (d, next(thumbs)) for d in decoded]
 
     async def find_duplicates(
