@@ -3,6 +3,8 @@
 Write path (one writer at a time): validate -> one SQLite transaction (items + change log) -> commit
 (the acknowledgement point) -> apply to the in-memory FAISS index under a brief exclusive lock.
 Read path (many at once): FAISS search under the shared lock -> look up ids in SQLite.
+Items may carry binary codes (``NewItem.codes``) that :meth:`Collection.vote` counts into
+candidates (:mod:`index.code_votes`); they are kept beside the vectors the same way.
 Re-plans (flat -> IVF as the collection grows) are built in a background thread and swapped in.
 Open path: :mod:`index.recovery` (snapshot, replay of the change log, or a rebuild from SQLite).
 Building, planning and tuning an index from SQLite: :mod:`index.rebuild`.
@@ -30,10 +32,11 @@ from simclr_search.index.checks import (
     check_uri,
     metadata_text,
 )
+from simclr_search.index.code_votes import IVF_FROM, CodeVotes
 from simclr_search.index.errors import InvalidArgument, NotFound, StorageFailure
 from simclr_search.index.hits import Hit, exact_search, to_hits
 from simclr_search.index.metadata import Item, MetadataStore, NewItem, check_filter
-from simclr_search.index.rebuild import build_from_sqlite, plan, tune
+from simclr_search.index.rebuild import build_from_sqlite, build_votes, plan, tune
 from simclr_search.index.recovery import load_index, replay
 from simclr_search.index.rwlock import RWLock
 from simclr_search.index.snapshot import write_snapshot
@@ -47,6 +50,8 @@ __all__ = ["MAX_K", "Collection", "CollectionConfig", "Hit"]
 EXACT_FILTER_MAX = 50_000
 #: An item's signature (``NewItem.signature``) is a small fingerprint, not a payload store.
 MAX_SIGNATURE_BYTES = 32 * 1024
+#: An item's codes: at most this many (the strongest few local descriptors, not all of them).
+MAX_CODES = 256
 #: HNSW is rebuilt when tombstones exceed this fraction of its vectors.
 TOMBSTONE_REBUILD_FRACTION = 0.2
 
@@ -68,19 +73,26 @@ class CollectionConfig:
     snapshot_every: int = 100_000
     target_recall: float = 0.95
     exact_below: int = planner.EXACT_BELOW
+    code_bytes: int = 32
 
 
 class Collection:
     """Open with :meth:`create` or :meth:`open`; close (or use as a context manager) to snapshot."""
 
     def __init__(
-        self, folder: Path, config: CollectionConfig, meta: MetadataStore, vectors: VectorIndex
+        self,
+        folder: Path,
+        config: CollectionConfig,
+        meta: MetadataStore,
+        vectors: VectorIndex,
+        votes: CodeVotes,
     ) -> None:
         self.folder = folder
         self.name = folder.name
         self.config = config
         self.meta = meta
         self._vi = vectors
+        self._votes = votes
         self._lock = RWLock()
         self._writer = threading.Lock()
         self._applied_seq = meta.last_seq()
@@ -110,7 +122,8 @@ class Collection:
             else _empty_spec(config.index)
         )
         meta.set_setting("spec", spec.to_dict())
-        return cls(folder, config, meta, VectorIndex(spec, config.dim, config.metric))
+        vectors = VectorIndex(spec, config.dim, config.metric)
+        return cls(folder, config, meta, vectors, CodeVotes(config.code_bytes))
 
     @classmethod
     def open(cls, folder: Path) -> Collection:
@@ -123,7 +136,7 @@ class Collection:
         )
         spec = IndexSpec.from_dict(meta.get_setting("spec"))
         vectors, seq = load_index(folder, meta, config, spec)
-        collection = cls(folder, config, meta, vectors)
+        collection = cls(folder, config, meta, vectors, build_votes(meta, config.code_bytes))
         collection._snapshot_seq = seq
         collection._vi, collection._applied_seq = replay(vectors, meta, config, folder.name, seq)
         with collection._writer:  # a re-plan abandoned at the last close starts again now
@@ -183,6 +196,7 @@ class Collection:
                     f"signature of id {item.external_id!r} must be bytes, at most "
                     f"{MAX_SIGNATURE_BYTES}"
                 )
+            self._check_codes(item)
         vectors = self._vectors(np.stack(rows), "vectors")
         clean = [dataclasses.replace(i, vector=v) for i, v in zip(items, vectors, strict=True)]
         with self._writer:
@@ -191,6 +205,8 @@ class Collection:
             with self._lock.write():
                 self._vi.remove(np.asarray(removed, dtype=np.int64))
                 self._vi.add(ids, vectors)
+                self._votes.remove(np.asarray(removed, dtype=np.int64))
+                self._votes.add((int(i), item.codes) for i, item in zip(ids, clean, strict=True))
                 self._applied_seq = self.meta.last_seq()
             self._after_write()
         return [external for external, _ in added]
@@ -207,18 +223,32 @@ class Collection:
             removed = self.meta.delete(external_ids)
             with self._lock.write():
                 self._vi.remove(np.asarray(removed, dtype=np.int64))
+                self._votes.remove(np.asarray(removed, dtype=np.int64))
                 self._applied_seq = self.meta.last_seq()
             self._after_write()
         return len(removed)
 
+    def _check_codes(self, item: NewItem) -> None:
+        width = self.config.code_bytes
+        codes = item.codes
+        if not isinstance(codes, bytes) or len(codes) % width or len(codes) > MAX_CODES * width:
+            raise InvalidArgument(
+                f"codes of id {item.external_id!r} must be bytes: at most {MAX_CODES} codes of "
+                f"{width} bytes each, concatenated"
+            )
+
     def _after_write(self) -> None:
-        """Snapshot every ``snapshot_every`` changes; rebuild HNSW with many tombstones; re-plan auto
-        (both rebuilds in the background: see :meth:`_start_rebuild`)."""
+        """Snapshot every ``snapshot_every`` changes; rebuild HNSW with many tombstones; re-plan auto,
+        and the code votes when their codes doubled past :data:`code_votes.IVF_FROM` (the
+        rebuilds in the background: see :meth:`_start_rebuild`)."""
         vi = self._vi
+        codes = self._votes.ntotal
         if vi.spec.kind == "hnsw" and len(vi.tombstones) > TOMBSTONE_REBUILD_FRACTION * max(
             1, vi.ntotal
         ):
             self._start_rebuild(vi.spec)
+        elif codes >= IVF_FROM and codes >= 2 * max(self._votes.planned_for, IVF_FROM // 2):
+            self._start_rebuild(None if self.config.index == "auto" else vi.spec)
         elif self.config.index == "auto":
             count = vi.live  # equals SQLite's count (checked on open); no COUNT(*) per write
             if count >= self.config.exact_below and count >= 2 * max(self._built_for, 1):
@@ -254,6 +284,8 @@ class Collection:
             built: set[int] = set()
             fresh = build_from_sqlite(self.meta, self.config, spec, built)
             tune(fresh, self.meta, self.config, self.config.target_recall, only=built)
+            coded: set[int] = set()
+            votes = build_votes(self.meta, self.config.code_bytes, coded)
             with self._writer:
                 if self._closed:
                     log.info(
@@ -266,8 +298,14 @@ class Collection:
                 fresh.remove(np.asarray(gone, dtype=np.int64))
                 ids, vectors = self.meta.vectors_for(new, self.config.dim)  # only the live ones
                 fresh.add(ids, vectors)
+                votes.remove(np.asarray([i for i in gone if i in coded], dtype=np.int64))
+                votes.add(
+                    self.meta.codes_for(
+                        [i for _, op, i in changes if op == "add" and i not in coded]
+                    )
+                )
                 self._rebuild_from = None
-                self._install(fresh, count)
+                self._install(fresh, count, votes)
                 self._rebuild_thread = None
                 self._after_write()  # grown past the next step meanwhile: plan again
             log.info(
@@ -356,6 +394,32 @@ class Collection:
             scores, ids = self._vi.search(q, k, allowed=allowed, params=params)
         return to_hits(self.meta, scores, ids)
 
+    def vote(
+        self,
+        codes: Any,
+        top: int,
+        max_distance: int,
+        ratio: float,
+        filter: tuple[str, Any] | None = None,
+    ) -> list[Hit]:
+        """The ``top`` items whose stored codes are nearest to the most of ``codes`` (``(q,
+        code_bytes)`` uint8), as hits whose ``score`` is that number of votes
+        (:meth:`index.code_votes.CodeVotes.vote`), most first; ``filter`` as in :meth:`search`."""
+        check_k(top)
+        allowed = None
+        if filter is not None:
+            check_filter(*filter)
+            allowed = self.meta.ids_matching(*filter)
+            if len(allowed) == 0:
+                return []
+        with self._lock.read():
+            ids, votes = self._votes.vote(
+                np.asarray(codes, dtype=np.uint8), top, max_distance, ratio, allowed
+            )
+        if not len(ids):
+            return []
+        return to_hits(self.meta, votes[None].astype(np.float32), ids[None])[0]
+
     def search_by_id(
         self, external_id: str, k: int = 10, filter: tuple[str, Any] | None = None
     ) -> list[Hit]:
@@ -397,6 +461,7 @@ class Collection:
             "tombstones": len(vi.tombstones),
             "applied_seq": self._applied_seq,
             "snapshot_seq": self._snapshot_seq,
+            "votes": self._votes.stats(),
             "index_bytes": _file_size(self.folder / "index.faiss"),
             "sqlite_bytes": _file_size(self.meta.path),
         }
@@ -457,13 +522,15 @@ class Collection:
         started = time.perf_counter()
         fresh = build_from_sqlite(self.meta, self.config, spec)
         tuned = tune(fresh, self.meta, self.config, target_recall or self.config.target_recall)
-        self._install(fresh, count)
+        self._install(fresh, count, build_votes(self.meta, self.config.code_bytes))
         return {"spec": fresh.spec.to_dict(), "seconds": time.perf_counter() - started, **tuned}
 
-    def _install(self, fresh: VectorIndex, count: int) -> None:
-        """Swap in ``fresh``, which holds exactly SQLite's vectors now (writer lock held)."""
+    def _install(self, fresh: VectorIndex, count: int, votes: CodeVotes) -> None:
+        """Swap in ``fresh`` and ``votes``, which hold exactly SQLite's vectors and codes now
+        (writer lock held)."""
         with self._lock.write():
             self._vi = fresh
+            self._votes = votes
             self._applied_seq = self.meta.last_seq()
         self.meta.set_setting("spec", fresh.spec.to_dict())
         self.meta.set_setting("built_for", count)

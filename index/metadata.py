@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS items (
     vector BLOB NOT NULL,
     created REAL NOT NULL,
     updated REAL NOT NULL,
-    signature BLOB
+    signature BLOB,
+    codes BLOB
 );
 CREATE INDEX IF NOT EXISTS items_content_hash ON items(content_hash);
 CREATE TABLE IF NOT EXISTS changes (
@@ -46,6 +47,9 @@ CREATE TABLE IF NOT EXISTS changes (
     item_id INTEGER NOT NULL
 );
 """
+#: The columns an :class:`Item` is read from, by name: a database that gained columns over
+#: versions has them in another order than a new one.
+_ITEM_COLUMNS = "id, external_id, uri, content_hash, metadata, vector, created, updated, signature"
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _SCALAR = (str, int, float, bool)
 
@@ -69,7 +73,8 @@ class Item:
 class NewItem:
     """An item to write. ``signature`` is an opaque short byte string the caller stores beside the
     vector and gets back with each search hit (the server keeps a tiny thumbnail there to order near
-    ties); empty when there is none."""
+    ties); empty when there is none. ``codes`` are fixed-width binary codes the collection votes
+    with (``index.code_votes``), concatenated; empty for none."""
 
     external_id: str
     vector: np.ndarray
@@ -77,6 +82,7 @@ class NewItem:
     content_hash: str = ""
     metadata: dict[str, Any] | None = None
     signature: bytes = b""
+    codes: bytes = b""
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -88,13 +94,15 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
-    """Bring a database written by an older version up to :data:`SCHEMA`: ``signature`` came later
-    (its rows read back as no signature). ``ALTER TABLE ... ADD COLUMN`` appends, so positional
-    reads of the older columns are unchanged."""
+    """Bring a database written by an older version up to :data:`SCHEMA`: ``signature`` and
+    ``codes`` came later (their rows read back as none). ``ALTER TABLE ... ADD COLUMN`` appends, so
+    positional reads of the older columns are unchanged."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
-    if "signature" not in columns:
+    for column in ("signature", "codes"):
+        if column in columns:
+            continue
         try:
-            conn.execute("ALTER TABLE items ADD COLUMN signature BLOB")
+            conn.execute(f"ALTER TABLE items ADD COLUMN {column} BLOB")
         except sqlite3.OperationalError as exc:  # another process opening the store added it first
             if "duplicate column" not in str(exc):
                 raise
@@ -221,7 +229,7 @@ class MetadataStore:
             for item in items:
                 cursor = conn.execute(
                     "INSERT INTO items(external_id, uri, content_hash, metadata, vector, created,"
-                    " updated, signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " updated, signature, codes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         item.external_id,
                         item.uri,
@@ -231,6 +239,7 @@ class MetadataStore:
                         now,
                         now,
                         item.signature or None,
+                        item.codes or None,
                     ),
                 )
                 added.append((item.external_id, cursor.lastrowid))
@@ -312,6 +321,38 @@ class MetadataStore:
             last = rows[-1][0]
             yield _unpack([r[0] for r in rows], [r[1] for r in rows], dim)
 
+    def iter_codes(self, batch: int = 10_000) -> Iterator[list[tuple[int, bytes]]]:
+        """Every stored ``(internal id, codes)`` of items that have codes, in id order, in batches."""
+        last = 0
+        while True:
+            rows = (
+                self._reader()
+                .execute(
+                    "SELECT id, codes FROM items WHERE id > ? AND codes IS NOT NULL"
+                    " ORDER BY id LIMIT ?",
+                    (last, batch),
+                )
+                .fetchall()
+            )
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [(int(i), bytes(c)) for i, c in rows]
+
+    def codes_for(self, ids: Iterable[int]) -> list[tuple[int, bytes]]:
+        """``(internal id, codes)`` of those ``ids`` that still exist and have codes."""
+        out = []
+        for chunk in _chunks(list(ids), 900):
+            marks = ",".join("?" * len(chunk))
+            out += [
+                (int(i), bytes(c))
+                for i, c in self._reader().execute(
+                    f"SELECT id, codes FROM items WHERE id IN ({marks}) AND codes IS NOT NULL",
+                    chunk,
+                )
+            ]
+        return out
+
     def sample_vectors(self, size: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """A uniform random sample of ``size`` stored vectors (for IVF training), seeded."""
         all_ids = np.fromiter(
@@ -330,7 +371,7 @@ class MetadataStore:
             marks = ",".join("?" * len(chunk))
             rows = (
                 self._reader()
-                .execute(f"SELECT * FROM items WHERE id IN ({marks})", chunk)
+                .execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id IN ({marks})", chunk)
                 .fetchall()
             )
             for row in rows:
@@ -343,7 +384,7 @@ class MetadataStore:
             marks = ",".join("?" * len(chunk))
             rows = (
                 self._reader()
-                .execute(f"SELECT * FROM items WHERE external_id IN ({marks})", chunk)
+                .execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE external_id IN ({marks})", chunk)
                 .fetchall()
             )
             for row in rows:

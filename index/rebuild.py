@@ -1,7 +1,7 @@
 """Building a collection's FAISS index from its SQLite rows: plan the structure, fill it, tune it.
 
-SQLite holds every vector (the source of truth); the FAISS index is derived and can always be
-rebuilt from it: at open when the snapshot is missing or disagrees, when an auto-planned collection
+SQLite holds every vector and code (the source of truth); the FAISS index and the code votes are
+derived and can always be rebuilt from it (the votes at every open): at open when the snapshot is missing or disagrees, when an auto-planned collection
 has doubled (flat -> IVF), and when HNSW holds too many tombstones. The locking around a rebuild
 (a background thread that catches up from the change log) stays in :mod:`index.collection`.
 """
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from simclr_search.index import planner
+from simclr_search.index.code_votes import IVF_FROM, CodeVotes
 from simclr_search.index.metadata import MetadataStore
 from simclr_search.index.vector_index import IndexSpec, VectorIndex
 
@@ -95,3 +96,20 @@ def tune(
     result = planner.tune(vi, held_out, truth, k, target_recall)
     vi.spec.params[result.param] = result.value
     return {"tuned": {result.param: result.value}, "recall_at_10": result.recall}
+
+
+def build_votes(meta: MetadataStore, code_bytes: int, built: set[int] | None = None) -> CodeVotes:
+    """The code votes (``index.code_votes``) of every stored item's codes, planned for their
+    count (an exact scan while few, an inverted file trained on them beyond); the ids included
+    go into ``built`` when given, for a background rebuild's catch-up."""
+    owners = [pair for batch in meta.iter_codes() for pair in batch]
+    if built is not None:
+        built.update(i for i, _ in owners)
+    total = sum(len(c) for _, c in owners) // code_bytes
+    sample = None
+    if total >= IVF_FROM:
+        sample = np.frombuffer(b"".join(c for _, c in owners), np.uint8).reshape(-1, code_bytes)
+    votes = CodeVotes(code_bytes, sample)
+    votes.planned_for = total
+    votes.add(owners)
+    return votes

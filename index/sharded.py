@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
+import numpy as np
+
 from simclr_search.index.checks import as_vectors, check_ids, check_k
 from simclr_search.index.collection import Collection, CollectionConfig, more_like
 from simclr_search.index.errors import NotFound, NotSupported
@@ -172,6 +174,23 @@ class ShardedCollection:
         parts = self._everywhere("search", q, k, filter, params)
         nearer = self.config.metric != "l2"
         return [merge_hits([part[row] for part in parts], k, nearer) for row in range(len(q))]
+
+    def vote(
+        self,
+        codes: Any,
+        top: int,
+        max_distance: int,
+        ratio: float,
+        filter: tuple[str, Any] | None = None,
+    ) -> list[Hit]:
+        """The ``top`` items with the most code votes over all shards (each item's codes live in
+        its one shard, so its votes are counted there; the ratio test sees that shard's codes)."""
+        check_k(top)
+        if filter is not None:
+            check_filter(*filter)
+        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        parts = self._everywhere("vote", codes, top, max_distance, ratio, filter)
+        return merge_hits(parts, top, True)
 
     def search_by_id(
         self, external_id: str, k: int = 10, filter: tuple[str, Any] | None = None
