@@ -49,6 +49,7 @@ from benchmarks.copy_data import (
 )
 from simclr_search.edits import FAMILIES, edited
 from simclr_search.serving.core.copy_search import REACH, VERIFIED
+from simclr_search.serving.core.local_features import VOTED
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -300,14 +301,15 @@ def speed(client, server, images, originals, negatives, quick: bool) -> dict:
 
 
 ALL = dict(orientations=True, trimmed=True, windows=True)
-#: name -> (views, verify, reach)
+#: name -> (views, verify, reach, voted)
 VARIANTS = {
-    "whole view only": (dict(orientations=False, trimmed=False, windows=False), False, 0),
-    "+ 8 orientations": (dict(orientations=True, trimmed=False, windows=False), False, 0),
-    "+ border trimmed": (dict(orientations=True, trimmed=True, windows=False), False, 0),
-    "+ windows": (ALL, False, 0),
-    f"+ local features, first {VERIFIED} candidates": (ALL, True, VERIFIED),
-    f"+ local features up to {REACH} when unsure (all)": (ALL, True, REACH),
+    "whole view only": (dict(orientations=False, trimmed=False, windows=False), False, 0, 0),
+    "+ 8 orientations": (dict(orientations=True, trimmed=False, windows=False), False, 0, 0),
+    "+ border trimmed": (dict(orientations=True, trimmed=True, windows=False), False, 0, 0),
+    "+ windows": (ALL, False, 0, 0),
+    f"+ local features, first {VERIFIED} candidates": (ALL, True, VERIFIED, 0),
+    f"+ local features up to {REACH} when unsure": (ALL, True, REACH, 0),
+    f"+ the {VOTED} photos local features vote for (all)": (ALL, True, REACH, VOTED),
 }
 
 
@@ -337,7 +339,7 @@ def ablation(bundle: Path) -> dict:
     )
     out = []
     with tempfile.TemporaryDirectory(prefix="simclr-ablation-") as tmp:
-        for name, (parts, verify, reach) in VARIANTS.items():
+        for name, (parts, verify, reach, voted) in VARIANTS.items():
             variant = Path(tmp) / "bundle"
             shutil.rmtree(variant, ignore_errors=True)
             shutil.copytree(bundle, variant)
@@ -350,10 +352,11 @@ def ablation(bundle: Path) -> dict:
                 views=views,
                 verify=verify,
                 reach=reach,
+                voted=voted,
             )
             config = ServiceConfig(bundle=variant, store=Path(tmp) / f"store-{len(out)}")
             measured = asyncio.run(
-                measure(config, evaluation, SEED + 6, False, views, verify, reach)
+                measure(config, evaluation, SEED + 6, False, views, verify, reach, voted=voted)
             )
             model = CopyCalibration.load(variant)
             scores = model.probability(measured["whole"], measured["window"], measured["inliers"])

@@ -6,7 +6,11 @@
 2. Each view's nearest stored images are fetched. The :data:`POOL` best of them by any view get
    their exact best whole-picture and best window cosine over *all* the views from their stored
    vectors: an image only a window found still has a real whole-picture cosine, not a gap.
-3. The :data:`VERIFIED` best candidates that have stored local features are checked with them
+   The query's strongest ORB descriptors also vote (``index.code_votes``): the
+   :data:`local_features.VOTED` stored photos that share most of them join the candidates, so a
+   copy the embedding ranks far down (a photo under heavy stripes) is still checked.
+3. The :data:`VERIFIED` best candidates that have stored local features, and the voted ones, are
+   checked with them
    (``local_features``): the query's ORB points, and its mirror image's, against the candidate's;
    without a strong match among them, up to :data:`REACH` (see :func:`_verify`). Candidates
    without features (icons, thumbnails) take no verification slot.
@@ -16,6 +20,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -151,13 +156,25 @@ def _match_all(
     return [pair for future in futures for pair in future.result()]
 
 
+def query_features(query: Photo) -> tuple[np.ndarray, np.ndarray]:
+    """The query's upright ORB points and descriptors, strongest first (a decode thread)."""
+    return thread_features().extract(query.pixels, features=local_features.QUERY_FEATURES)
+
+
 def _verify(
-    query: Photo, candidates: list[Hit], mirrored: list[bool] | None = None, reach: int = REACH
+    query: Photo,
+    candidates: list[Hit],
+    mirrored: list[bool] | None = None,
+    reach: int = REACH,
+    upright: tuple[np.ndarray, np.ndarray] | None = None,
+    voted: frozenset[int] = frozenset(),
 ) -> list[int]:
     """Inliers per candidate, in the candidates' order (best cosine first); runs in a decode
-    thread. Candidates without local features get 0 and take no slot.
+    thread. Candidates without local features get 0 and take no slot. ``upright``: the query's
+    features when already extracted (:func:`query_features`).
 
-    The first :data:`VERIFIED` are always checked, upright and, below :data:`MIRROR_BELOW`
+    The first :data:`VERIFIED`, and the candidates at the positions ``voted`` (found by the
+    query's local features), are always checked, upright and, below :data:`MIRROR_BELOW`
     inliers, mirrored. When none of them has :data:`STRONG` inliers (a strong crop or a small
     inset, which the embedding ranks low), checking goes on to ``reach`` candidates, each in the
     one orientation its best whole view had (``mirrored``; upright when not given), which keeps a
@@ -168,7 +185,7 @@ def _verify(
     if not usable:
         return counts
     extractor = thread_features()
-    sides: dict[bool, tuple[np.ndarray, np.ndarray]] = {}
+    sides: dict[bool, tuple[np.ndarray, np.ndarray]] = {} if upright is None else {False: upright}
 
     def side(mirror: bool) -> tuple[np.ndarray, np.ndarray]:
         if mirror not in sides:
@@ -177,7 +194,8 @@ def _verify(
             )
         return sides[mirror]
 
-    first, deep = usable[:VERIFIED], usable[VERIFIED : max(reach, VERIFIED)]
+    first = usable[:VERIFIED] + [(i, f) for i, f in usable[VERIFIED:] if i in voted]
+    deep = [(i, f) for i, f in usable[VERIFIED : max(reach, VERIFIED)] if i not in voted]
     for i, count in _match_all(extractor, side(False), first):
         counts[i] = count
     weak = [(i, f) for i, f in first if counts[i] < MIRROR_BELOW]
@@ -202,8 +220,9 @@ class CopySearch:
         embed: ``(n, S, S, 3)`` uint8 -> ``(n, D)`` embeddings (the micro-batcher).
         calibration: the bundle's fitted copy model, or None (order by cosine, no decisions).
         tie_break_margin: cosine margin of the thumbnail tie-break among tied probabilities.
-        views / verify / reach: which query views, whether to check local features, and how many
-            candidates at most (all, yes and :data:`REACH` in the server; the benchmark's
+        views / verify / reach / voted: which query views, whether to check local features, how
+            many candidates at most, and how many found by the local features' votes (all, yes,
+            :data:`REACH` and :data:`local_features.VOTED` in the server; the benchmark's
             ablation measures each part).
     """
 
@@ -216,6 +235,7 @@ class CopySearch:
         views: ViewSet = ALL_VIEWS,
         verify: bool = True,
         reach: int = REACH,
+        voted: int = local_features.VOTED,
     ) -> None:
         self.requests = requests
         self.tie_break_margin = tie_break_margin
@@ -224,6 +244,7 @@ class CopySearch:
         self.calibration = calibration
         self.verify = verify and local_features.available()
         self.reach = reach
+        self.voted = voted
 
     async def search(
         self,
@@ -231,18 +252,34 @@ class CopySearch:
         k: int,
         search: Callable[[np.ndarray, int], Awaitable[list[list[Hit]]]],
         vectors: Callable[[list[str]], Awaitable[dict[str, np.ndarray]]],
+        vote: Callable[[np.ndarray, int], Awaitable[list[Hit]]] | None = None,
     ) -> list[CopyHit]:
         """The ``k`` best stored images for ``image``; ``search(vectors, k)`` queries the
         collection (with the caller's filter) for each row; ``vectors(ids)`` gives the stored
-        vectors of those ids that are still stored."""
+        vectors of those ids that are still stored; ``vote(codes, n)`` the ``n`` stored images
+        the query's descriptors vote for (the collection's ``vote``; None: no voting)."""
         result = (await self.requests.decode_photos([image], with_features=False))[0]
         if isinstance(result, Exception):
             raise result
-        views = await self.requests.run(query_views, result.pixels, self.requests.size, self.views)
-        squares = np.asarray(await self.embed(views.squares), dtype=np.float32)
+        # The query's local features and their votes run beside the views and their embedding.
+        voting = vote is not None and self.verify and self.voted > 0
+        local = asyncio.ensure_future(self._votes(result, vote)) if voting else None
+        try:
+            views = await self.requests.run(
+                query_views, result.pixels, self.requests.size, self.views
+            )
+            squares = np.asarray(await self.embed(views.squares), dtype=np.float32)
+        except BaseException:
+            if local is not None:
+                local.cancel()
+            raise
         embedded = pool_tiles(squares, views.counts)  # (V, D), one row per view
         kinds, mirrored = views.kinds, views.mirrored
         pool = _pool(await search(embedded, max(PER_VIEW, k)), max(POOL, k))
+        upright, voted_hits = (None, []) if local is None else await local
+        seen = {h.external_id for h in pool}
+        pool += [h for h in voted_hits if h.external_id not in seen]
+        voted_ids = {h.external_id for h in voted_hits}
         stored = await vectors([h.external_id for h in pool])
         pool = [h for h in pool if h.external_id in stored]  # deleted meanwhile: left out
         if not pool:
@@ -255,7 +292,10 @@ class CopySearch:
         flipped = flipped[order].tolist()
         inliers = np.zeros(len(pool), dtype=np.int64)
         if self.verify:
-            inliers[:] = await self.requests.run(_verify, result, pool, flipped, self.reach)
+            voted = frozenset(i for i, h in enumerate(pool) if h.external_id in voted_ids)
+            inliers[:] = await self.requests.run(
+                _verify, result, pool, flipped, self.reach, upright, voted
+            )
         if self.calibration is not None:
             probability = self.calibration.probability(whole, window, inliers)
             threshold = self.calibration.threshold
@@ -274,6 +314,17 @@ class CopySearch:
         ]
         hits.sort(key=lambda h: (-h.copy_probability, -h.hit.score))
         return self._near_ties(hits, signatures(views.thumbnail_square)[0])[:k]
+
+    async def _votes(
+        self, query: Photo, vote: Callable[[np.ndarray, int], Awaitable[list[Hit]]]
+    ) -> tuple[tuple[np.ndarray, np.ndarray], list[Hit]]:
+        """The query's upright features, and the stored images its strongest descriptors vote
+        for (vote counts as the hits' scores, replaced by cosines later)."""
+        upright = await self.requests.run(query_features, query)
+        codes = upright[1][: local_features.VOTE_QUERY]
+        if len(codes) < local_features.MIN_MATCHES:
+            return upright, []
+        return upright, await vote(codes, self.voted)
 
     def _near_ties(self, hits: list[CopyHit], thumbnail: bytes) -> list[CopyHit]:
         """Hits whose probabilities tie with the best (within :data:`PROBABILITY_TIE`; all of them

@@ -8,6 +8,12 @@ explains (RANSAC, Fischler & Bolles 1981) tells a crop, an overlay or an inset o
 different photo of a similar scene, which the embedding cannot. Only the top candidates of the
 embedding search are checked, so the cost per query stays a few milliseconds per candidate.
 
+Candidates: an embedding can rank a copy's original beyond the candidates checked (a photo
+under heavy stripes). So the :data:`VOTE_CODES` strongest descriptors of each stored photo are
+also stored as the index's vote codes (``index.code_votes``), and a query's :data:`VOTE_QUERY`
+strongest vote for the photos they match: the :data:`VOTED` best are verified too. The counts
+were chosen on the calibration split (docs/experiments.md, "Candidates from local features").
+
 Storage: :func:`pack` makes an opaque blob (version byte, count, float16 ``(x, y)`` positions at
 :data:`serving.core.photo_views.PHOTO_SIDE`, 32-byte descriptors) that the index keeps beside the
 vector without knowing what it is.
@@ -34,6 +40,16 @@ FEATURES = 400
 #: lines and title bar around an inset photo) take many of the strongest corners.
 QUERY_FEATURES = 800
 VERSION = 1
+#: Of a stored photo's descriptors, the strongest this many are its vote codes.
+VOTE_CODES = 64
+#: Of a query's descriptors, the strongest this many vote.
+VOTE_QUERY = 400
+#: Photos with the most votes verified beside the embedding's candidates.
+VOTED = 4
+#: A vote's nearest stored code is at most this many bits away (of 256)...
+VOTE_DISTANCE = 64
+#: ...and nearer than this fraction of the nearest code of another photo.
+VOTE_RATIO = 0.8
 _HEADER = struct.Struct("<BH")
 #: Lowe's ratio test: a match counts if clearly better than the second best.
 RATIO = 0.8
@@ -64,7 +80,8 @@ class LocalFeatures:
         self, pixels: np.ndarray, mirror: bool = False, features: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(n, 2)`` float32 positions and ``(n, 32)`` uint8 descriptors (``n`` may be 0), at
-        most ``features`` of them (the constructor's count by default)."""
+        most ``features`` of them (the constructor's count by default), strongest first (ORB's
+        Harris response; OpenCV lists them by pyramid level)."""
         self._orb.setMaxFeatures(features or self._features)
         grey = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)
         if min(grey.shape) < MIN_SIDE:  # an icon: too few pixels for corners worth matching
@@ -77,7 +94,9 @@ class LocalFeatures:
         keypoints, descriptors = self._orb.detectAndCompute(grey, None)
         if descriptors is None:
             return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
-        return np.array([k.pt for k in keypoints], np.float32), descriptors
+        order = np.argsort([-k.response for k in keypoints], kind="stable")
+        points = np.array([k.pt for k in keypoints], np.float32)
+        return points[order], np.ascontiguousarray(descriptors[order])
 
     def inliers(
         self, query: tuple[np.ndarray, np.ndarray], stored: tuple[np.ndarray, np.ndarray]

@@ -40,7 +40,9 @@ from simclr_search.serving.core.copy_search import CopyHit, CopySearch, stored_v
 from simclr_search.serving.core.dedup import DuplicateFinder, DuplicateGroup
 from simclr_search.serving.core.errors import BadRequest, InvalidImage
 from simclr_search.serving.core.image_models import ImageModels
+from simclr_search.serving.core.local_features import VOTE_DISTANCE, VOTE_RATIO
 from simclr_search.serving.core.request_images import RequestImages, tile_signatures
+from simclr_search.serving.core.signature import vote_codes
 from simclr_search.serving.core.tie_break import (
     CANDIDATES,
     SIGNATURE_BYTES,
@@ -239,6 +241,9 @@ class SearchService:
                 k,
                 lambda vectors, n: self._store(lambda: col.search(vectors, n, filter)),
                 lambda ids: self._store(lambda: stored_vectors(col, ids)),
+                lambda codes, n: self._store(
+                    lambda: col.vote(codes, n, VOTE_DISTANCE, VOTE_RATIO, filter)
+                ),
             )
         signature = b""
         if image is not None:
@@ -287,6 +292,7 @@ class SearchService:
                     digest,
                     item.metadata,
                     thumbs.get(i, b""),
+                    vote_codes(thumbs.get(i, b"")),
                 )
             )
         return await self._store(col.upsert, new_items)
@@ -361,7 +367,7 @@ class SearchService:
         if todo:
             vectors = await self.embed_tiles([t[2][0] for t in todo])
             items = [
-                NewItem(item_id, v, uri, digest, metadata, signature)
+                NewItem(item_id, v, uri, digest, metadata, signature, vote_codes(signature))
                 for (_, item_id, (_, signature), uri, digest, metadata), v in zip(
                     todo, vectors, strict=True
                 )

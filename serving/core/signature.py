@@ -76,6 +76,15 @@ def parse(signature: bytes) -> StoredSignature:
     return StoredSignature(thumbnail, facts, local_features.unpack(rest) if rest else None)
 
 
+def vote_codes(signature: bytes) -> bytes:
+    """The index's vote codes for a stored signature: its :data:`local_features.VOTE_CODES`
+    strongest descriptors, concatenated (empty without local features)."""
+    features = features_of(signature)
+    if features is None:
+        return b""
+    return np.ascontiguousarray(features[1][: local_features.VOTE_CODES]).tobytes()
+
+
 def features_of(signature: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     """The local features inside a stored signature (None: stored without, e.g. by vector)."""
     return parse(signature).features

@@ -34,6 +34,7 @@ from simclr_search.serving.core.config import ServiceConfig
 from simclr_search.serving.core.copy_scores import CopyCalibration, calibrate
 from simclr_search.serving.core.copy_search import REACH
 from simclr_search.serving.core.dedup import FLOOR, measure_pairs
+from simclr_search.serving.core.local_features import VOTED
 from simclr_search.serving.core.pair_scores import PairDecision, fit_pairs
 from simclr_search.serving.core.photo_views import ALL_VIEWS, ViewSet
 from simclr_search.serving.core.service import SearchService
@@ -78,10 +79,11 @@ async def measure(
     verify: bool = True,
     reach: int = REACH,
     calibration: CopyCalibration | Literal["bundle"] | None = "bundle",
+    voted: int = VOTED,
 ) -> dict[str, np.ndarray]:
     """Index ``data`` in a fresh store and answer every edited query through the service core:
-    the best hit's measurements and whether it is the query's original. ``views``, ``verify``
-    and ``reach`` choose the parts of copy detection (all, as the server runs it; the
+    the best hit's measurements and whether it is the query's original. ``views``, ``verify``,
+    ``reach`` and ``voted`` choose the parts of copy detection (all, as the server runs it; the
     benchmark's ablation); ``calibration`` orders the hits (the bundle's own by default; None:
     by cosine)."""
     service = SearchService(config)
@@ -91,6 +93,7 @@ async def measure(
     service.copies.views = views
     service.copies.verify = verify and service.copies.verify
     service.copies.reach = reach
+    service.copies.voted = voted
     try:
         indexed = list(data.originals.items()) + list(data.distractors.items())
         for start in range(0, len(indexed), 64):
@@ -235,6 +238,7 @@ def calibrate_bundle(
     pair_precision: float = PAIR_PRECISION,
     reach: int = REACH,
     pair_data: CalibrationSet | None = None,
+    voted: int = VOTED,
 ) -> CopyCalibration:
     """Fit and store the bundle's copy calibration; returns it. ``pair_data``: the duplicate
     finder's set, if not ``data``."""
@@ -243,17 +247,17 @@ def calibrate_bundle(
             raise ValueError(f"precision must be between 0 and 1, got {value}")
     if len(data.originals) < 4 or len(data.negatives) < 2:
         raise ValueError("calibration needs at least 4 originals and 2 negative photos")
-    parts = (views, verify, reach)
+    parts = dict(views=views, verify=verify, reach=reach, voted=voted)
     with tempfile.TemporaryDirectory(prefix="simclr-calibrate-") as store:
         config = ServiceConfig(bundle=Path(bundle), store=Path(store), tie_break_margin=0.0)
         # Which hit comes first depends on the model that orders the hits, so the fit does not
         # start from the bundle's last one (each refit would then differ from the one before):
         # one pass ordered by cosine, then the fit of it orders the pass that is kept.
         first = dataclasses.replace(config, store=Path(store) / "by-cosine")
-        measured = asyncio.run(measure(first, data, seed, progress, *parts, calibration=None))
+        measured = asyncio.run(measure(first, data, seed, progress, calibration=None, **parts))
         ordering = _fit(measured, precision, {})
         kept = dataclasses.replace(config, store=Path(store) / "by-probability")
-        measured = asyncio.run(measure(kept, data, seed, progress, *parts, calibration=ordering))
+        measured = asyncio.run(measure(kept, data, seed, progress, calibration=ordering, **parts))
         pairs_config = dataclasses.replace(config, store=Path(store) / "pairs")
         pairs = asyncio.run(measure_pair_set(pairs_config, pair_data or data, seed, progress))
     fitted_on = {

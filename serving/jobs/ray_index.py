@@ -44,6 +44,7 @@ from simclr_search.index.ray_shards import ShardedStore
 from simclr_search.index.sharded import ShardedCollection
 from simclr_search.serving.core.images import ImageLimits
 from simclr_search.serving.core.request_images import decode_photo_chunk
+from simclr_search.serving.core.signature import vote_codes
 from simclr_search.serving.core.tie_break import SIGNATURE_BYTES
 from simclr_search.serving.jobs.indexer import IndexReport, _count, library_id
 
@@ -193,6 +194,7 @@ class EmbedWriter:
                     str(batch["hash"][i]),
                     {},
                     bytes(batch["signature"][i]),
+                    vote_codes(bytes(batch["signature"][i])),
                 )
                 for i, vector in zip(todo, vectors, strict=True)
             ]

@@ -276,3 +276,90 @@ def test_calibrate_copies_gives_the_same_file_whatever_the_bundle_held(tmp_path:
     assert 0 < written[0]["threshold"] < 1 and written[0]["fitted_on"]["queries"] == 12 * 19
     shipped = CopyCalibration.load(SHIPPED)
     assert written[0]["weights"] != list(shipped.weights)  # fitted here, not copied
+
+
+def test_voted_candidates_are_verified_beyond_the_reach() -> None:
+    """A candidate the local features voted for is checked even where the embedding ranked it
+    past every slot verification reaches."""
+    from simclr_search.serving.core import copy_search
+    from simclr_search.serving.core.request_images import Photo
+
+    original = _texture(51, (480, 360))
+    query = Photo(np.ascontiguousarray(original[30:300, 40:420]), original[:32, :32], b"")
+    others = [_hit(f"other{i}", _texture(200 + i, (480, 360))) for i in range(copy_search.VERIFIED)]
+    late = [*others, _hit("original", original)]
+    assert copy_search._verify(query, late, reach=copy_search.VERIFIED)[-1] == 0  # out of reach
+    counts = copy_search._verify(
+        query, late, reach=copy_search.VERIFIED, voted=frozenset({len(late) - 1})
+    )
+    assert counts[-1] >= copy_search.STRONG
+
+
+def test_local_features_come_strongest_first_and_their_head_is_stored_as_vote_codes() -> None:
+    import cv2
+
+    from simclr_search.serving.core.signature import compose, vote_codes
+    from simclr_search.serving.core.tie_break import SIGNATURE_BYTES
+
+    pixels = _texture(52, (480, 360))
+    points, descriptors = local_features.LocalFeatures().extract(pixels)
+    grey = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+    keypoints = cv2.ORB_create(nfeatures=local_features.FEATURES).detect(grey, None)
+    strongest = max(keypoints, key=lambda k: k.response)
+    np.testing.assert_allclose(points[0], strongest.pt)  # the first is the strongest corner
+    signature = compose(b"\0" * SIGNATURE_BYTES, None, local_features.pack(points, descriptors))
+    codes = vote_codes(signature)
+    assert codes == descriptors[: local_features.VOTE_CODES].tobytes()
+    assert vote_codes(b"\0" * SIGNATURE_BYTES) == b""  # no features, no codes
+
+
+def test_search_finds_through_votes_what_the_embedding_did_not_offer(tmp_path: Path) -> None:
+    """Through the service core and a real collection: with the embedding's candidates taken
+    away, the query's descriptors still vote for the original, which is verified and comes first;
+    with votes off too, nothing is found."""
+    import asyncio
+    import io
+
+    from simclr_search.serving.core.copy_search import STRONG, stored_vectors
+    from simclr_search.serving.core.service import SearchService
+    from simclr_search.serving.core.writes import UpsertInput
+    from tests.serving.conftest import make_config
+
+    def jpeg(pixels: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=92)
+        return buffer.getvalue()
+
+    library = {f"photo{i}": _texture(300 + i, (480, 360)) for i in range(6)}
+    query = jpeg(np.ascontiguousarray(library["photo4"][20:330, 30:440]))
+
+    async def main():
+        service = SearchService(make_config(SHIPPED, tmp_path / "store"))
+        await service.start()
+        try:
+            name = service.config.default_collection
+            await service.upsert(
+                name, [UpsertInput(n, jpeg(p), uri=n) for n, p in library.items()]
+            )
+            col = service._collection(name)
+            stats = col.stats()["votes"]
+            assert stats["codes"] == 6 * local_features.VOTE_CODES, stats
+
+            async def nothing(vectors, n):  # the embedding offers no candidate at all
+                return [[] for _ in range(len(vectors))]
+
+            async def vectors(ids):
+                return stored_vectors(col, ids)
+
+            async def vote(codes, n):
+                return col.vote(codes, n, local_features.VOTE_DISTANCE, local_features.VOTE_RATIO)
+
+            found = await service.copies.search(query, 3, nothing, vectors, vote)
+            blind = await service.copies.search(query, 3, nothing, vectors, None)
+            return found, blind
+        finally:
+            await service.stop()
+
+    found, blind = asyncio.run(main())
+    assert found[0].hit.external_id == "photo4" and found[0].inliers >= STRONG
+    assert len(found) <= local_features.VOTED and blind == []
