@@ -258,6 +258,11 @@ FIGURES: list[Figure] = [
                 else f"{r['store_bytes_per_item']:,} B per item on disk (photos and icons)"
             )
             + f", of which {r['index_ram_bytes_per_item']:,} B of vectors in RAM"
+            + (
+                f" and {r['vote_ram_bytes_per_photo']:,} B of vote codes"
+                if "vote_ram_bytes_per_photo" in r
+                else ""
+            )
         ),
     ),
     Figure(

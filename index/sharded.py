@@ -210,6 +210,11 @@ class ShardedCollection:
             "index": {"kind": kinds[0] if len(kinds) == 1 else "+".join(kinds)},
             "index_vectors": sum(part["index_vectors"] for part in parts),
             "tombstones": sum(part["tombstones"] for part in parts),
+            "votes": {
+                "kind": "+".join(sorted({part["votes"]["kind"] for part in parts})),
+                "codes": sum(part["votes"]["codes"] for part in parts),
+                "bytes": sum(part["votes"]["bytes"] for part in parts),
+            },
             "index_bytes": sum(part["index_bytes"] for part in parts),
             "sqlite_bytes": sum(part["sqlite_bytes"] for part in parts),
             "shards": parts,

@@ -179,6 +179,7 @@ def test_sharded_votes_equal_one_collections(tmp_path: Path) -> None:
             one = [(h.external_id, h.score) for h in single.vote(query, 4, 64, 0.8)]
             many = [(h.external_id, h.score) for h in sharded.vote(query, 4, 64, 0.8)]
             assert one == many and one[0][0] == f"item-{i}"
+        assert sharded.stats()["votes"]["codes"] == single.stats()["votes"]["codes"] == 12 * 64
     finally:
         single.close()
         shards.close()

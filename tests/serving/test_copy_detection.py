@@ -338,9 +338,7 @@ def test_search_finds_through_votes_what_the_embedding_did_not_offer(tmp_path: P
         await service.start()
         try:
             name = service.config.default_collection
-            await service.upsert(
-                name, [UpsertInput(n, jpeg(p), uri=n) for n, p in library.items()]
-            )
+            await service.upsert(name, [UpsertInput(n, jpeg(p), uri=n) for n, p in library.items()])
             col = service._collection(name)
             stats = col.stats()["votes"]
             assert stats["codes"] == 6 * local_features.VOTE_CODES, stats
