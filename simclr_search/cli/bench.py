@@ -15,7 +15,7 @@ command, the commit, the date and the machine, and ``scripts/gen_docs.py`` write
 from __future__ import annotations
 
 import argparse
-import ast
+import inspect
 import json
 import os
 import platform
@@ -23,6 +23,7 @@ import shlex
 import subprocess
 import sys
 import time
+import tokenize
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -33,9 +34,30 @@ def available(folder: Path = BENCHMARKS) -> dict[str, str]:
     """``{name: first docstring line}`` of every ``bench_NAME.py`` in ``folder``."""
     found = {}
     for path in sorted(folder.glob("bench_*.py")):
-        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        doc = module_docstring(path)
         found[path.stem.removeprefix("bench_")] = (doc.splitlines() or [""])[0]
     return found
+
+
+def module_docstring(path: Path) -> str:
+    """The docstring of the module at ``path`` ("" without one), read from its tokens.
+
+    Not ``ast.parse``: CPython 3.11 keeps the AST builder's recursion depth in per-interpreter
+    state that its threads share, and another thread building an AST meanwhile (one of Ray's
+    threads left in the process, say) makes ``ast.parse`` raise a spurious ``SystemError``
+    (python/cpython#106905).
+    """
+    with tokenize.open(path) as source:
+        for token in tokenize.generate_tokens(source.readline):
+            if token.type in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE):
+                continue
+            if token.type != tokenize.STRING:
+                return ""
+            text = token.string
+            body = text.lstrip("rRuUbBfF")
+            quote = body[:3] if body[:3] in ('"""', "'''") else body[:1]
+            return inspect.cleandoc(body[len(quote) : -len(quote)])
+    return ""
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
