@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import emit
-from benchmarks.copy_data import photos, search_calibration
+from benchmarks.copy_data import CalibrationSet, photos, search_calibration
 from simclr_search.bundle.manifest import load_manifest
 from simclr_search.bundle.preprocess import normalize, pool_tiles
 from simclr_search.bundle.runtime import Encoder
@@ -91,12 +91,17 @@ def query(embed: Embedder, pixels: np.ndarray, policy: str) -> tuple[np.ndarray,
     return vectors, turned
 
 
-def main(args: argparse.Namespace) -> dict:
-    embed = Embedder(args.bundle)
+def calibration_library() -> tuple[CalibrationSet, list[str], list[np.ndarray]]:
+    """The calibration split (never the evaluation photos): ``(split, names, decoded pixels)``
+    of its indexed photos, originals then distractors."""
     data = search_calibration(photos())
     indexed = list(data.originals.items()) + list(data.distractors.items())
-    names = [n for n, _ in indexed]
-    decoded = [photo_views.photo(b, MAX_PIXELS) for _, b in indexed]
+    return data, [n for n, _ in indexed], [photo_views.photo(b, MAX_PIXELS) for _, b in indexed]
+
+
+def main(args: argparse.Namespace) -> dict:
+    embed = Embedder(args.bundle)
+    data, names, decoded = calibration_library()
     out = {}
     for policy in ("centre", "tiles"):
         bank = np.stack([stored(embed, p, policy) for p in decoded])
@@ -125,7 +130,7 @@ def main(args: argparse.Namespace) -> dict:
             }
             print(policy, f"seed {seed}", result, flush=True)
             out[f"{policy}_seed{seed}"] = result
-    return {"calibration_split": out, "indexed": len(indexed)}
+    return {"calibration_split": out, "indexed": len(names)}
 
 
 if __name__ == "__main__":

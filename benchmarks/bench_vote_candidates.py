@@ -30,9 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_stored_view import MAX_PIXELS, Embedder, query, stored
+from benchmarks.bench_stored_view import MAX_PIXELS, Embedder, calibration_library, query, stored
 from benchmarks.common import emit
-from benchmarks.copy_data import photos, search_calibration
 from simclr_search.edits import FAMILIES, edited
 from simclr_search.index.code_votes import CodeVotes
 from simclr_search.serving.core import local_features, photo_views
@@ -59,10 +58,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     embed = Embedder(args.bundle)
-    data = search_calibration(photos())
-    indexed = list(data.originals.items()) + list(data.distractors.items())
-    names = [n for n, _ in indexed]
-    decoded = [photo_views.photo(b, MAX_PIXELS) for _, b in indexed]
+    data, names, decoded = calibration_library()
     bank = np.stack([stored(embed, p, "tiles") for p in decoded])
     orb = local_features.LocalFeatures()
     features = [orb.extract(p)[1] for p in decoded]  # strongest first
@@ -128,7 +124,7 @@ def main(args: argparse.Namespace) -> dict:
         ).tolist()
         print(result, flush=True)
         out["variants"].append(result)
-    return {"calibration_split": out, "indexed": len(indexed)}
+    return {"calibration_split": out, "indexed": len(names)}
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Building a collection's FAISS index from its SQLite rows: plan the structure, fill it, tune it.
 
 SQLite holds every vector and code (the source of truth); the FAISS index and the code votes are
-derived and can always be rebuilt from it (the votes at every open): at open when the snapshot is missing or disagrees, when an auto-planned collection
-has doubled (flat -> IVF), and when HNSW holds too many tombstones. The locking around a rebuild
-(a background thread that catches up from the change log) stays in :mod:`index.collection`.
+derived and can always be rebuilt from it (the votes at every open): at open when the snapshot is
+missing or disagrees, when an auto-planned collection has doubled (flat -> IVF), and when HNSW
+holds too many tombstones. The locking around a rebuild (a background thread that catches up
+from the change log) stays in :mod:`index.collection`.
 """
 
 from __future__ import annotations
