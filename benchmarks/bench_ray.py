@@ -15,7 +15,12 @@ overhead); a Ray job's fixed start-up (its shard and encoder actors), measured o
 and the rate with it taken off, which a library of millions sees; from that rate, on paper, the
 nodes like this one that index 100 million photos in a day.
 
-    python benchmarks/bench_ray.py            # 50,000 CIFAR images + 1,000 photos: ~8 minutes
+Ray's rows per batch are what ``simclr index --ray`` picks from the files' sizes (``--batch-size
+0``): 256 for the CIFAR thumbnails, 64 for the photos. The photo library is 3,000 photos so that a
+job lasts about half a minute here: the job's few seconds of start-up are stated apart, as is the
+rate without them.
+
+    python benchmarks/bench_ray.py            # 50,000 CIFAR images + 3,000 photos: ~12 minutes
     python benchmarks/bench_ray.py --quick    # 5,000 + 100: about a minute
 """
 
@@ -38,8 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import cifar, emit
 from benchmarks.copy_data import photos
+from simclr_search.bundle.sources import list_source_files
 from simclr_search.serving.jobs.indexer import bulk_config, index_local
-from simclr_search.serving.jobs.ray_index import RaySettings
+from simclr_search.serving.jobs.ray_index import RaySettings, batch_rows
 
 BUNDLE = Path(__file__).resolve().parents[1] / "models" / "compact-cifar10"
 PER_DAY = 100_000_000
@@ -109,11 +115,14 @@ def run_ray(library: Path, store: Path, shards: int, batch_size: int) -> tuple[f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=50_000, help="CIFAR-10 train images")
-    parser.add_argument("--photos", type=int, default=1000, help="megapixel photos")
+    parser.add_argument("--photos", type=int, default=3000, help="megapixel photos")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument(
-        "--batch-size", type=int, default=RaySettings.batch_size, help="images per Ray batch"
+        "--batch-size",
+        type=int,
+        default=RaySettings.batch_size,
+        help="images per Ray batch (0: from the files' sizes, as simclr index --ray)",
     )
     parser.add_argument("--quick", action="store_true", help="5,000 images, 100 photos, 1 repeat")
     args = parser.parse_args()
@@ -162,8 +171,10 @@ def main() -> None:
             running = count / (min(t for _, t in on_ray) - ray_fixed)  # start-up taken off
             per_day = running * 86_400
             nodes = math.ceil(PER_DAY / per_day)
+            rows = args.batch_size or batch_rows([str(p) for p in list_source_files(folder)])
             results["libraries"][name] = {
                 "images": count,
+                "rows_per_batch": rows,
                 "megapixels": round(megapixels, 3),
                 "local_images_per_s": [round(v, 1) for v, _ in local],
                 "ray_images_per_s": [round(v, 1) for v, _ in on_ray],
@@ -173,7 +184,8 @@ def main() -> None:
                 "nodes_for_100M_per_day": nodes,
             }
             print(
-                f"{name}: {count} images of {megapixels:.2f} MP: local {best_local:.0f} /s,"
+                f"{name}: {count} images of {megapixels:.2f} MP, {rows} a batch on Ray:"
+                f" local {best_local:.0f} /s,"
                 f" ray {best_ray:.0f} /s (ratio {best_ray / best_local:.2f}); without the job's"
                 f" start-up {running:.0f} /s (ratio {running / best_local:.2f}): {PER_DAY:,} a day"
                 f" needs {nodes} nodes like this one ({os.cpu_count()} cores,"

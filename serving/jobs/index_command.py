@@ -17,6 +17,9 @@ from simclr_search.serving.client.commands import (
 )
 from simclr_search.settings import add_arguments, from_args, setting
 
+#: Images per batch when indexing in this process (the micro-batcher's size; writes are in-process).
+LOCAL_BATCH = 64
+
 
 @dataclass
 class IndexSettings:
@@ -26,7 +29,9 @@ class IndexSettings:
     remote: bool = setting(False, "send to --server instead of indexing in this process", env="")
     bundle: Path = setting(Path("bundle"), "local mode: model bundle")
     store: Path = setting(Path("store"), "local mode: index folder")
-    batch_size: int = setting(64, "images per batch")
+    batch_size: int = setting(
+        0, "images per batch (0: 64; with --ray, 64 to 256 by the library's file sizes)"
+    )
     int8: bool = setting(False, "local mode: the bundle's INT8 encoder")
     progress: bool = setting(True, "progress bar", env="")
     shards: int = setting(
@@ -72,13 +77,14 @@ def index_main(args, argv=None) -> int:
             args.folder, link.server, link.token or None, settings.collection, settings.progress
         )
     else:
-        config = bulk_config(settings.bundle, settings.store, settings.int8, settings.batch_size)
+        batch_size = settings.batch_size or LOCAL_BATCH
+        config = bulk_config(settings.bundle, settings.store, settings.int8, batch_size)
         report = asyncio.run(
             index_local(
                 args.folder,
                 config,
                 settings.collection,
-                settings.batch_size,
+                batch_size,
                 progress=settings.progress,
             )
         )

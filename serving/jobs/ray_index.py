@@ -17,6 +17,7 @@ The collection's shards are the ones the server serves with ``simclr serve --ray
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,16 @@ SOURCES_PER_TASK = 256
 TASK_CPUS = 0.5
 
 
+#: Rows per Ray batch when the library's file sizes are unknown (archives, object stores), and the
+#: fewest otherwise.
+BATCH_ROWS = 64
+#: The most rows per Ray batch: each batch costs a resume check and a durable upsert on every shard
+#: (a remote call and an SQLite commit each), so batches of small images are made longer.
+MAX_BATCH_ROWS = 256
+#: About this many bytes of encoded images per batch when the rows are sized from the files.
+BATCH_BYTES = 16 << 20
+
+
 @dataclass(frozen=True)
 class RaySettings:
     """How the job uses the cluster."""
@@ -63,7 +74,31 @@ class RaySettings:
     address: str = "local"
     shards: int = 4
     embedders: int = 0  # encoder actors; 0: one per GPU, else one per CPU
-    batch_size: int = 64
+    batch_size: int = 0  # rows per batch; 0: from the files' sizes (batch_rows)
+
+
+def batch_rows(paths: list[str], sample: int = 1000) -> int:
+    """Rows per Ray batch for a library of local ``paths``: about :data:`BATCH_BYTES` of files,
+    between :data:`BATCH_ROWS` and :data:`MAX_BATCH_ROWS`; archives count as unknown.
+
+    Why: on a node as small as 2 cores the shards' per-call costs (a remote call, a commit) were the
+    largest share of Ray's overhead for thumbnails, and longer batches cut them; megapixel photos
+    keep short batches, where those costs are small beside the decode and long batches would leave
+    the last actors idle at the end of a job and hold more encoded bytes in memory.
+    """
+    step = max(1, len(paths) // sample)
+    sizes = []
+    for path in paths[::step]:
+        if path.lower().endswith(ARCHIVE_SUFFIXES):
+            continue
+        try:
+            sizes.append(os.stat(path).st_size)
+        except OSError:
+            continue  # the reader reports it
+    if not sizes:
+        return BATCH_ROWS
+    mean = max(1.0, sum(sizes) / len(sizes))
+    return int(min(MAX_BATCH_ROWS, max(BATCH_ROWS, BATCH_BYTES // mean)))
 
 
 def _read_sources(batch: dict[str, np.ndarray], root: str) -> dict[str, Any]:
@@ -203,9 +238,10 @@ class EmbedWriter:
         return {key: batch[key] for key in ("id", "uri", "hash", "error")} | {"status": status}
 
 
-def _sources(folder: str, parallel: int) -> ray.data.Dataset:
+def _sources(folder: str, parallel: int, rows: int) -> tuple[ray.data.Dataset, int]:
     """The library as a dataset of image rows (``id``, ``uri``, ``data``, ``error``), in at least
-    ``parallel`` blocks where there are that many sources (a block is one task's work)."""
+    ``parallel`` blocks where there are that many sources (a block is one task's work), and the rows
+    per batch (``rows``, or from the files' sizes where ``rows`` is 0)."""
     if "://" in folder:  # an object store or other filesystem Ray reads (s3://, gs://, ...)
         extensions = sorted(e.lstrip(".") for e in (*IMAGE_EXTENSIONS, *ARCHIVE_SUFFIXES))
         files = ray.data.read_binary_files(
@@ -214,8 +250,10 @@ def _sources(folder: str, parallel: int) -> ray.data.Dataset:
             file_extensions=extensions,
             num_cpus=TASK_CPUS,  # as the stages after it, so that Ray fuses read, convert and decode
         )
-        return files.map_batches(_from_binary, fn_kwargs={"root": folder}, num_cpus=TASK_CPUS)
+        rows = rows or BATCH_ROWS
+        return files.map_batches(_from_binary, fn_kwargs={"root": folder}, num_cpus=TASK_CPUS), rows
     paths = [str(p) for p in list_source_files(folder)]
+    rows = rows or batch_rows(paths)
     blocks = max(1, min(len(paths), max(parallel, -(-len(paths) // SOURCES_PER_TASK))))
     listed = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
     return listed.map_batches(
@@ -223,7 +261,7 @@ def _sources(folder: str, parallel: int) -> ray.data.Dataset:
         fn_kwargs={"root": str(Path(folder))},
         batch_size=SOURCES_PER_TASK,
         num_cpus=TASK_CPUS,
-    )
+    ), rows
 
 
 def index_on_ray(
@@ -252,7 +290,8 @@ def index_on_ray(
         gpus = int(ray.cluster_resources().get("GPU", 0))
         cpus = int(ray.cluster_resources().get("CPU", 1))
         embedders = settings.embedders or (gpus or max(1, cpus))
-        prepared = _sources(str(folder), 4 * embedders).map_batches(
+        sources, rows = _sources(str(folder), 4 * embedders, settings.batch_size)
+        prepared = sources.map_batches(
             _prepare,
             fn_kwargs={
                 "collection": target,
@@ -260,7 +299,7 @@ def index_on_ray(
                 "limits": ImageLimits(),
                 "with_features": True,  # as the server indexes by default (copy detection)
             },
-            batch_size=settings.batch_size,
+            batch_size=rows,
             num_cpus=TASK_CPUS,
         )
         outcomes = prepared.map_batches(
@@ -271,7 +310,7 @@ def index_on_ray(
                 "device": device if gpus else "cpu",
                 "collection": target,
             },
-            batch_size=settings.batch_size,
+            batch_size=rows,
             compute=ray.data.ActorPoolStrategy(size=embedders),
             num_cpus=0 if gpus else TASK_CPUS,
             num_gpus=1 if gpus else 0,

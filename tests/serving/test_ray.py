@@ -29,7 +29,14 @@ from simclr_search.bundle.manifest import load_manifest  # noqa: E402
 from simclr_search.index.collection import Collection, CollectionConfig  # noqa: E402
 from simclr_search.index.ray_shards import ShardedStore  # noqa: E402
 from simclr_search.serving.jobs.indexer import bulk_config, index_local  # noqa: E402
-from simclr_search.serving.jobs.ray_index import RaySettings, index_on_ray  # noqa: E402
+from simclr_search.serving.jobs.ray_index import (  # noqa: E402
+    BATCH_BYTES,
+    BATCH_ROWS,
+    MAX_BATCH_ROWS,
+    RaySettings,
+    batch_rows,
+    index_on_ray,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 BUNDLE = Path(__file__).resolve().parents[2] / "models" / "compact-cifar10"
@@ -56,6 +63,28 @@ def library(tmp_path_factory) -> Path:
 
 def _settings(cluster) -> RaySettings:
     return RaySettings(address=cluster.address, shards=3, embedders=2, batch_size=16)
+
+
+def test_batch_rows_follow_the_files_sizes(tmp_path: Path) -> None:
+    """Thumbnails get long batches, photos short ones, archives (sizes unknown) the default."""
+
+    def files(name: str, count: int, size: int) -> list[str]:
+        folder = tmp_path / name
+        folder.mkdir()
+        for i in range(count):
+            (folder / f"{i}.jpg").write_bytes(bytes(size))
+        return [str(p) for p in sorted(folder.iterdir())]
+
+    assert batch_rows(files("thumbs", 20, 2_000)) == MAX_BATCH_ROWS
+    assert batch_rows(files("photos", 5, 3_000_000)) == BATCH_ROWS
+    middle = files("middle", 4, BATCH_BYTES // 100)
+    assert batch_rows(middle) == 100
+    archive = tmp_path / "library.tar"
+    archive.write_bytes(bytes(10_000_000))
+    assert batch_rows([str(archive)]) == BATCH_ROWS
+    assert batch_rows([str(archive), *middle]) == 100  # the files' sizes decide
+    assert batch_rows([]) == BATCH_ROWS
+    assert batch_rows([str(tmp_path / "gone.jpg")]) == BATCH_ROWS  # unreadable: the reader says
 
 
 def test_ray_index_matches_one_local_collection(cluster, library: Path, tmp_path: Path) -> None:
