@@ -188,7 +188,7 @@ def main() -> None:
                 f" local {best_local:.0f} /s,"
                 f" ray {best_ray:.0f} /s (ratio {best_ray / best_local:.2f}); without the job's"
                 f" start-up {running:.0f} /s (ratio {running / best_local:.2f}): {PER_DAY:,} a day"
-                f" needs {nodes} nodes like this one ({os.cpu_count()} cores,"
+                f" needs {nodes} node{'s' if nodes != 1 else ''} like this one ({os.cpu_count()} cores,"
                 f" {per_day / 1e6:.1f} M a day each)",
                 flush=True,
             )

@@ -352,6 +352,7 @@ FIGURES: list[Figure] = [
         lambda r: "; ".join(
             f"{lib} {_rate(max(v['ray_images_per_s']))} / {_rate(max(v['local_images_per_s']))}"
             f" ({v['ratio']:.2f}; {v['ratio_running']:.2f})"
+            + (f", {v['images']:,} images" if "rows_per_batch" in v else "")
             for lib, v in r["libraries"].items()
         ),
         readme=True,
@@ -364,7 +365,8 @@ FIGURES: list[Figure] = [
         lambda r: (
             f"{r['ray_job_fixed_s']:.1f} s; "
             + "; ".join(
-                f"{lib} ({v['megapixels']:.1f} MP): {v['nodes_for_100M_per_day']} nodes"
+                f"{lib} ({v['megapixels']:.1f} MP): {v['nodes_for_100M_per_day']}"
+                f" node{'s' if v['nodes_for_100M_per_day'] != 1 else ''}"
                 f" ({_rate(v['ray_running_images_per_s'])} images/s a node)"
                 for lib, v in r["libraries"].items()
             )
