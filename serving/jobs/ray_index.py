@@ -17,6 +17,7 @@ The collection's shards are the ones the server serves with ``simclr serve --ray
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ from simclr_search.serving.core.request_images import decode_photo_chunk
 from simclr_search.serving.core.signature import vote_codes
 from simclr_search.serving.core.tie_break import SIGNATURE_BYTES
 from simclr_search.serving.jobs.indexer import IndexReport, _count, library_id
+
+log = logging.getLogger("simclr.index")
 
 #: Sources (files or archives) per read task.
 SOURCES_PER_TASK = 256
@@ -291,6 +294,13 @@ def index_on_ray(
         cpus = int(ray.cluster_resources().get("CPU", 1))
         embedders = settings.embedders or (gpus or max(1, cpus))
         sources, rows = _sources(str(folder), 4 * embedders, settings.batch_size)
+        log.info(
+            "indexing on Ray: %d encoder actor(s), %s; %d rows a batch; %d shards",
+            embedders,
+            "one GPU each" if gpus else "on CPUs",
+            rows,
+            target.shards.count,
+        )
         prepared = sources.map_batches(
             _prepare,
             fn_kwargs={
