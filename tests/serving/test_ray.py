@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import make_library
 
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
-cluster_utils = pytest.importorskip("ray.cluster_utils")
+pytest.importorskip("ray.cluster_utils")
 
 from simclr_search.bundle.manifest import load_manifest  # noqa: E402
 from simclr_search.index.collection import Collection, CollectionConfig  # noqa: E402
@@ -37,6 +37,7 @@ from simclr_search.serving.jobs.ray_index import (  # noqa: E402
     batch_rows,
     index_on_ray,
 )
+from tests.serving.ray_cluster import ray_cluster  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 BUNDLE = Path(__file__).resolve().parents[2] / "models" / "compact-cifar10"
@@ -45,15 +46,8 @@ BUNDLE = Path(__file__).resolve().parents[2] / "models" / "compact-cifar10"
 @pytest.fixture(scope="module")
 def cluster():
     """Two nodes of one CPU each; this test process is the driver connected to it."""
-    cluster = cluster_utils.Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
-    )
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, namespace="simclr", log_to_driver=False)
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
+    with ray_cluster({"num_cpus": 1}) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")

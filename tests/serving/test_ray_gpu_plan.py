@@ -18,13 +18,13 @@ import pytest
 
 from tests.conftest import make_library
 
-ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
-cluster_utils = pytest.importorskip("ray.cluster_utils")
+pytest.importorskip("ray", reason="the [ray] extra is not installed")
 
-from simclr_search.index.collection import Collection  # noqa: E402
-from simclr_search.index.ray_shards import ShardedStore  # noqa: E402
-from simclr_search.serving.jobs.indexer import bulk_config, index_local  # noqa: E402
-from simclr_search.serving.jobs.ray_index import RaySettings, index_on_ray  # noqa: E402
+from simclr_search.index.collection import Collection
+from simclr_search.index.ray_shards import ShardedStore
+from simclr_search.serving.jobs.indexer import bulk_config, index_local
+from simclr_search.serving.jobs.ray_index import RaySettings, index_on_ray
+from tests.serving.ray_cluster import ray_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 BUNDLE = Path(__file__).resolve().parents[2] / "models" / "compact-cifar10"
@@ -33,15 +33,8 @@ BUNDLE = Path(__file__).resolve().parents[2] / "models" / "compact-cifar10"
 @pytest.fixture(scope="module")
 def gpu_cluster():
     """A CPU head and a worker node that declares one GPU."""
-    cluster = cluster_utils.Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
-    )
-    cluster.add_node(num_cpus=1, num_gpus=1)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, namespace="simclr", log_to_driver=False)
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
+    with ray_cluster({"num_cpus": 1, "num_gpus": 1}) as cluster:
+        yield cluster
 
 
 def test_gpu_plan_indexes_as_locally(gpu_cluster, tmp_path: Path, caplog) -> None:
