@@ -351,8 +351,7 @@ FIGURES: list[Figure] = [
         "ray",
         lambda r: "; ".join(
             f"{lib} {_rate(max(v['ray_images_per_s']))} / {_rate(max(v['local_images_per_s']))}"
-            f" ({v['ratio']:.2f}; {v['ratio_running']:.2f})"
-            + (f", {v['images']:,} images" if "rows_per_batch" in v else "")
+            f" ({v['ratio']:.2f}; {v['ratio_running']:.2f}), {v['images']:,} images"
             for lib, v in r["libraries"].items()
         ),
         readme=True,

@@ -1,10 +1,11 @@
 """Ray: the plan ``simclr index --ray`` takes on a cluster with GPUs, on a node that declares one.
 
-This machine has no GPU, so the node's GPU is a Ray resource only (``num_gpus=1``): the job must
-still take the GPU plan (one encoder actor per GPU, asking for the GPU and no CPU, with the decode
-left to CPU tasks, which Ray Data then cannot fuse into the actor), and ONNX Runtime in that actor,
-finding no CUDA device, runs on its CPU provider. The vectors must equal a local index's. On a real
-GPU node the same actor gets the CUDA provider (``bundle.runtime.providers``).
+This machine has no GPU, so the node's GPU is a Ray resource only (``num_gpus=1``). Checked: the
+job says it took the GPU plan (one encoder actor per GPU, asking for the GPU and no CPU; Ray Data
+then runs the decode as CPU tasks before the actor stage instead of fusing it in), the actor ran
+(the GPU node is the only place it fits), and ONNX Runtime in it, finding no CUDA device, fell back
+to its CPU provider: every vector equals a local index's. On a real GPU node the same actor gets
+the CUDA provider (``bundle.runtime.providers``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def gpu_cluster():
 
 def test_gpu_plan_indexes_as_locally(gpu_cluster, tmp_path: Path, caplog) -> None:
     library = make_library(tmp_path / "library", per_class=5)
-    images = sum(1 for p in library.rglob("*") if p.is_file())
+    ids = [str(p.relative_to(library)) for p in sorted(library.rglob("*")) if p.is_file()]
+    images = len(ids)
     settings = RaySettings(address=gpu_cluster.address, shards=2, batch_size=8)
     with caplog.at_level(logging.INFO, logger="simclr.index"):
         report = index_on_ray(
@@ -52,11 +54,6 @@ def test_gpu_plan_indexes_as_locally(gpu_cluster, tmp_path: Path, caplog) -> Non
         index_local(library, bulk_config(BUNDLE, tmp_path / "local", cores=1), progress=False)
     )
     assert local.indexed == images
-    ids = [
-        f"{shape}/{i:03d}.{('jpg', 'png', 'webp')[i % 3]}"
-        for shape in ("circle", "square")
-        for i in range(5)
-    ]
     store = ShardedStore(tmp_path / "sharded", address=gpu_cluster.address)
     try:
         with Collection.open(tmp_path / "local" / "images") as single:
